@@ -1,0 +1,281 @@
+//! The dedicated block device (or image file) under the store.
+//!
+//! All I/O goes through [`BlockDevice`]: aligned reads and writes at byte offsets and a
+//! cache flush. [`FileDevice`] is the real one (direct I/O, exclusive claim); the
+//! fault-injecting [`super::faulty::FaultyDevice`] implements the same trait for crash tests.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::ffi::sys;
+
+/// A device that stores bytes at offsets. Offsets and lengths of reads and writes are
+/// multiples of [`BlockDevice::block_size`]. Writes may sit in a volatile cache until
+/// [`BlockDevice::flush`] returns; a write of one block is atomic (all or nothing), a
+/// longer write may tear at block boundaries.
+pub trait BlockDevice: Send + Sync {
+    fn size_bytes(&self) -> u64;
+    /// The logical block size: the unit of atomic writes and of direct-I/O alignment.
+    fn block_size(&self) -> u32;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Returns once every write that returned before the call is on stable media.
+    fn flush(&self) -> io::Result<()>;
+    /// A name for messages.
+    fn describe(&self) -> String;
+}
+
+/// A zeroed, page-aligned buffer, as direct I/O needs. Backed by an anonymous mapping.
+pub struct AlignedBuf {
+    map: MmapMut,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> io::Result<AlignedBuf> {
+        // A zero-length anonymous map is an error; keep one page behind empty buffers.
+        let map = MmapMut::map_anon(len.max(1))?;
+        Ok(AlignedBuf { map, len })
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[..self.len]
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.map[..self.len]
+    }
+}
+
+pub fn align_down(x: u64, to: u64) -> u64 {
+    x - x % to
+}
+
+pub fn align_up(x: u64, to: u64) -> u64 {
+    x.div_ceil(to) * to
+}
+
+/// Why a device could not be opened.
+#[derive(Debug)]
+pub enum OpenDeviceError {
+    NotFound(PathBuf),
+    /// Another process holds it (another hpkvd, a mount, ...).
+    Busy(PathBuf),
+    NotABlockDeviceOrFile(PathBuf),
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for OpenDeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenDeviceError::NotFound(p) => write!(f, "{}: no such device or file", p.display()),
+            OpenDeviceError::Busy(p) => write!(
+                f,
+                "{}: in use by another process (another hpkvd, or mounted); hpkv needs it exclusively",
+                p.display()
+            ),
+            OpenDeviceError::NotABlockDeviceOrFile(p) => {
+                write!(f, "{}: neither a block device nor a regular file", p.display())
+            }
+            OpenDeviceError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for OpenDeviceError {}
+
+/// A block device or a regular image file, opened for direct I/O and claimed exclusively.
+pub struct FileDevice {
+    file: Flock<File>,
+    path: PathBuf,
+    size: u64,
+    block_size: u32,
+    direct: bool,
+}
+
+/// Block size used for image files: safe for direct I/O on every common file system.
+pub const FILE_BLOCK_SIZE: u32 = 4096;
+
+impl FileDevice {
+    /// Opens `path`. A block device is opened with `O_EXCL` (the kernel's exclusive claim);
+    /// every device also gets an exclusive `flock`, so a second hpkvd is refused.
+    pub fn open(path: &Path) -> Result<FileDevice, OpenDeviceError> {
+        let err = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => OpenDeviceError::NotFound(path.to_owned()),
+            _ if e.raw_os_error() == Some(libc::EBUSY) => OpenDeviceError::Busy(path.to_owned()),
+            _ => OpenDeviceError::Io(path.to_owned(), e),
+        };
+        let meta = std::fs::metadata(path).map_err(err)?;
+        let is_block = meta.file_type().is_block_device();
+        if !is_block && !meta.is_file() {
+            return Err(OpenDeviceError::NotABlockDeviceOrFile(path.to_owned()));
+        }
+        let open = |direct: bool| {
+            let mut flags = 0;
+            if direct {
+                flags |= libc::O_DIRECT;
+            }
+            if is_block {
+                flags |= libc::O_EXCL;
+            }
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (file, direct) = match open(true) {
+            Ok(f) => (f, true),
+            // tmpfs and a few others refuse O_DIRECT: run buffered, flushes still make it safe.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                log::warn!(
+                    "{}: the file system refuses direct I/O; using buffered I/O (flushes still order writes)",
+                    path.display()
+                );
+                (open(false).map_err(err)?, false)
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, _)| OpenDeviceError::Busy(path.to_owned()))?;
+        let (size, block_size) = if is_block {
+            let size = sys::block_device_size(&*file).map_err(err)?;
+            let bs = sys::block_device_logical_block_size(&*file).map_err(err)?;
+            (size, bs)
+        } else {
+            (meta.len(), FILE_BLOCK_SIZE)
+        };
+        Ok(FileDevice {
+            file,
+            path: path.to_owned(),
+            size,
+            block_size,
+            direct,
+        })
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+}
+
+impl BlockDevice for FileDevice {
+    fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        debug_assert_eq!(offset % self.block_size as u64, 0);
+        debug_assert_eq!(buf.len() % self.block_size as usize, 0);
+        let mut done = 0;
+        while done < buf.len() {
+            match nix::sys::uio::pread(&*self.file, &mut buf[done..], (offset + done as u64) as i64)
+            {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the device",
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        debug_assert_eq!(offset % self.block_size as u64, 0);
+        debug_assert_eq!(buf.len() % self.block_size as usize, 0);
+        let mut done = 0;
+        while done < buf.len() {
+            match nix::sys::uio::pwrite(&*self.file, &buf[done..], (offset + done as u64) as i64) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "device accepted no bytes",
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        nix::unistd::fdatasync(&*self.file).map_err(io::Error::from)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Creates a sparse image file of `size_bytes` if `path` does not exist.
+pub fn create_image_if_missing(path: &Path, size_bytes: u64) -> io::Result<bool> {
+    match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(f) => {
+            f.set_len(size_bytes)?;
+            f.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_page_aligned_and_zeroed() {
+        let b = AlignedBuf::zeroed(10_000).unwrap();
+        assert_eq!(b.as_ptr() as usize % 4096, 0);
+        assert_eq!(b.len(), 10_000);
+        assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn file_device_round_trip_and_exclusive_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.img");
+        assert!(create_image_if_missing(&path, 1 << 20).unwrap());
+        assert!(!create_image_if_missing(&path, 1 << 20).unwrap());
+        let dev = FileDevice::open(&path).unwrap();
+        assert_eq!(dev.size_bytes(), 1 << 20);
+        let mut w = AlignedBuf::zeroed(8192).unwrap();
+        w[100] = 7;
+        w[5000] = 9;
+        dev.write_at(&w, 4096).unwrap();
+        dev.flush().unwrap();
+        let mut r = AlignedBuf::zeroed(8192).unwrap();
+        dev.read_at(&mut r, 4096).unwrap();
+        assert_eq!(&r[..], &w[..]);
+        match FileDevice::open(&path) {
+            Err(OpenDeviceError::Busy(_)) => {}
+            Err(e) => panic!("second open failed with the wrong error: {e}"),
+            Ok(_) => panic!("second open of the same device must be refused"),
+        }
+        drop(dev);
+        FileDevice::open(&path).expect("open again after the first holder closed it");
+    }
+}

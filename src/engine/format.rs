@@ -1,0 +1,539 @@
+//! The on-disk format: superblock, segment headers and records (see DESIGN.md, "On-disk format").
+//!
+//! Everything here is pure encoding and decoding of byte slices, so that recovery, compaction
+//! and the fuzz targets share one definition of what a valid structure is. All integers are
+//! little-endian. Every structure carries a CRC32C (Castagnoli) over its own bytes.
+
+use std::fmt;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes of a superblock copy that carry data (the rest of its block is zero).
+pub const SUPERBLOCK_LEN: usize = 256;
+/// Where the two superblock copies live. Both sit inside the first 40 KiB, the area the
+/// module's `initialize_if_empty` looks at, and are aligned for any block size up to 32 KiB.
+pub const SUPERBLOCK_OFFSETS: [u64; 2] = [0, 32 * 1024];
+/// The first 40 KiB of a blank device are zero (the module's test for "empty").
+pub const BLANK_PROBE_LEN: usize = 40 * 1024;
+/// Segments start here.
+pub const DATA_OFFSET: u64 = 64 * 1024;
+
+pub const SEGMENT_HEADER_LEN: usize = 64;
+pub const RECORD_HEADER_LEN: usize = 24;
+
+pub const KEY_MAX: usize = 512;
+pub const VALUE_MAX: usize = 102_400;
+/// The largest record: header, longest key, longest value.
+pub const RECORD_MAX: usize = RECORD_HEADER_LEN + KEY_MAX + VALUE_MAX;
+
+const SUPERBLOCK_MAGIC: [u8; 8] = *b"HPKVSTOR";
+const SEGMENT_MAGIC: [u8; 8] = *b"HPKVSEGM";
+
+pub fn crc(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// The CRC seed of a store's records: the CRC of its UUID. Seeding every record's checksum
+/// with it means records left on the device by another store (before a forced format)
+/// never pass for this store's, whatever their incarnation number.
+pub fn store_seed(uuid: &[u8; 16]) -> u32 {
+    crc32c::crc32c(uuid)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The store's identity and geometry. Two copies; the valid one with the highest
+/// `generation` wins, so a torn write of one copy loses at most that update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    pub uuid: [u8; 16],
+    pub generation: u64,
+    pub block_size: u32,
+    pub device_size: u64,
+    pub segment_size: u64,
+    pub segment_count: u32,
+    /// Every record with a sequence number at or below this one is gone (PURGE).
+    pub purge_seq: u64,
+    pub created_unix_s: u64,
+    /// A clean shutdown left an index snapshot that matches the log exactly (see snapshot.rs).
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// Where a clean shutdown left its index snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The first segment of a run of consecutive segments holding the snapshot.
+    pub first_segment: u32,
+    pub segment_count: u32,
+    pub bytes: u64,
+    pub crc: u32,
+}
+
+impl Superblock {
+    pub fn encode(&self) -> [u8; SUPERBLOCK_LEN] {
+        let mut b = [0u8; SUPERBLOCK_LEN];
+        b[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
+        b[12..16].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[16..32].copy_from_slice(&self.uuid);
+        b[32..40].copy_from_slice(&self.generation.to_le_bytes());
+        b[40..44].copy_from_slice(&self.block_size.to_le_bytes());
+        b[48..56].copy_from_slice(&self.device_size.to_le_bytes());
+        b[56..64].copy_from_slice(&DATA_OFFSET.to_le_bytes());
+        b[64..72].copy_from_slice(&self.segment_size.to_le_bytes());
+        b[72..76].copy_from_slice(&self.segment_count.to_le_bytes());
+        b[80..88].copy_from_slice(&self.purge_seq.to_le_bytes());
+        b[88..96].copy_from_slice(&self.created_unix_s.to_le_bytes());
+        if let Some(s) = self.snapshot {
+            b[96..100].copy_from_slice(&1u32.to_le_bytes());
+            b[100..104].copy_from_slice(&s.first_segment.to_le_bytes());
+            b[104..108].copy_from_slice(&s.segment_count.to_le_bytes());
+            b[108..112].copy_from_slice(&s.crc.to_le_bytes());
+            b[112..120].copy_from_slice(&s.bytes.to_le_bytes());
+        }
+        let c = crc(&b[12..]);
+        b[8..12].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    /// `None` unless `b` holds a superblock of this format with a valid checksum.
+    pub fn decode(b: &[u8]) -> Option<Superblock> {
+        if b.len() < SUPERBLOCK_LEN || b[0..8] != SUPERBLOCK_MAGIC {
+            return None;
+        }
+        if u32_at(b, 8) != crc(&b[12..SUPERBLOCK_LEN]) || u32_at(b, 12) != FORMAT_VERSION {
+            return None;
+        }
+        if u64_at(b, 56) != DATA_OFFSET {
+            return None;
+        }
+        let snapshot = (u32_at(b, 96) == 1).then(|| SnapshotRef {
+            first_segment: u32_at(b, 100),
+            segment_count: u32_at(b, 104),
+            crc: u32_at(b, 108),
+            bytes: u64_at(b, 112),
+        });
+        let sb = Superblock {
+            uuid: b[16..32].try_into().expect("16 bytes"),
+            generation: u64_at(b, 32),
+            block_size: u32_at(b, 40),
+            device_size: u64_at(b, 48),
+            segment_size: u64_at(b, 64),
+            segment_count: u32_at(b, 72),
+            purge_seq: u64_at(b, 80),
+            created_unix_s: u64_at(b, 88),
+            snapshot,
+        };
+        sb.geometry_is_sane().then_some(sb)
+    }
+
+    fn geometry_is_sane(&self) -> bool {
+        let bs = self.block_size as u64;
+        bs.is_power_of_two()
+            && (512..=32 * 1024).contains(&bs)
+            && self.segment_size % bs == 0
+            && self.segment_size >= (RECORD_MAX as u64) + bs
+            && self.segment_count >= MIN_SEGMENTS
+            && DATA_OFFSET + self.segment_size * self.segment_count as u64 <= self.device_size
+            && self.snapshot.is_none_or(|s| {
+                s.segment_count >= 1
+                    && s.first_segment
+                        .checked_add(s.segment_count)
+                        .is_some_and(|end| end <= self.segment_count)
+            })
+    }
+
+    pub fn segment_offset(&self, segment: u32) -> u64 {
+        DATA_OFFSET + segment as u64 * self.segment_size
+    }
+}
+
+/// A store needs room for the user's active segment, compaction's output and reserves.
+pub const MIN_SEGMENTS: u32 = 8;
+
+/// Picks the segment size for a device: about 1/256 of it, a power of two between
+/// 256 KiB and 16 MiB, so that a segment always holds the largest record.
+pub fn choose_segment_size(device_size: u64, block_size: u32) -> u64 {
+    let target = (device_size.saturating_sub(DATA_OFFSET) / 256).max(1);
+    let size = target
+        .next_power_of_two()
+        .clamp(256 * 1024, 16 * 1024 * 1024);
+    size.max(block_size as u64)
+}
+
+/// Geometry for a new store on a device of `device_size` bytes, or `None` if it is too small.
+pub fn plan_geometry(device_size: u64, block_size: u32) -> Option<(u64, u32)> {
+    let mut segment_size = choose_segment_size(device_size, block_size);
+    loop {
+        let count = device_size.saturating_sub(DATA_OFFSET) / segment_size;
+        if count >= MIN_SEGMENTS as u64 {
+            return Some((segment_size, count.min(u32::MAX as u64) as u32));
+        }
+        if segment_size / 2 < (RECORD_MAX as u64) + block_size as u64 {
+            return None;
+        }
+        segment_size /= 2;
+    }
+}
+
+/// The smallest device a store fits on.
+pub fn min_device_size(block_size: u32) -> u64 {
+    let segment_size = (RECORD_MAX as u64 + block_size as u64).next_power_of_two();
+    DATA_OFFSET + segment_size * MIN_SEGMENTS as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    /// Holds log records written under `incarnation`.
+    Log,
+    /// Emptied by compaction; its records are gone. Kept so incarnations are never reused.
+    Free,
+    /// Holds part of an index snapshot (see snapshot.rs).
+    Snapshot,
+}
+
+/// The first block of every segment that has ever been used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub uuid: [u8; 16],
+    /// Increases every time any segment is (re)opened for writing; records carry it, so
+    /// that leftovers of an earlier life of the same segment never pass for current ones.
+    pub incarnation: u32,
+    pub state: SegmentState,
+    /// The next sequence number when the segment was opened (diagnostics only).
+    pub first_seq: u64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[12..16].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[16..32].copy_from_slice(&self.uuid);
+        b[32..36].copy_from_slice(&self.incarnation.to_le_bytes());
+        let state: u32 = match self.state {
+            SegmentState::Log => 1,
+            SegmentState::Free => 2,
+            SegmentState::Snapshot => 3,
+        };
+        b[36..40].copy_from_slice(&state.to_le_bytes());
+        b[40..48].copy_from_slice(&self.first_seq.to_le_bytes());
+        let c = crc(&b[12..]);
+        b[8..12].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<SegmentHeader> {
+        if b.len() < SEGMENT_HEADER_LEN || b[0..8] != SEGMENT_MAGIC {
+            return None;
+        }
+        if u32_at(b, 8) != crc(&b[12..SEGMENT_HEADER_LEN]) || u32_at(b, 12) != FORMAT_VERSION {
+            return None;
+        }
+        let state = match u32_at(b, 36) {
+            1 => SegmentState::Log,
+            2 => SegmentState::Free,
+            3 => SegmentState::Snapshot,
+            _ => return None,
+        };
+        Some(SegmentHeader {
+            uuid: b[16..32].try_into().expect("16 bytes"),
+            incarnation: u32_at(b, 32),
+            state,
+            first_seq: u64_at(b, 40),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Put,
+    Tombstone,
+}
+
+/// A record as found in a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub kind: Kind,
+    pub seq: u64,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl RecordRef<'_> {
+    pub fn encoded_len(&self) -> usize {
+        record_len(self.key.len(), self.value.len())
+    }
+}
+
+pub fn record_len(key_len: usize, value_len: usize) -> usize {
+    RECORD_HEADER_LEN + key_len + value_len
+}
+
+/// Writes a record into `out` (which must be exactly `record_len` bytes long).
+pub fn encode_record(
+    out: &mut [u8],
+    seed: u32,
+    incarnation: u32,
+    seq: u64,
+    kind: Kind,
+    key: &[u8],
+    value: &[u8],
+) {
+    debug_assert!((1..=KEY_MAX).contains(&key.len()));
+    debug_assert!(value.len() <= VALUE_MAX);
+    debug_assert!(kind == Kind::Put || value.is_empty());
+    assert_eq!(out.len(), record_len(key.len(), value.len()));
+    out[4..8].copy_from_slice(&incarnation.to_le_bytes());
+    out[8..16].copy_from_slice(&seq.to_le_bytes());
+    out[16] = match kind {
+        Kind::Put => 1,
+        Kind::Tombstone => 2,
+    };
+    out[17] = 0;
+    out[18..20].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    out[20..24].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    out[24..24 + key.len()].copy_from_slice(key);
+    out[24 + key.len()..].copy_from_slice(value);
+    let c = crc32c::crc32c_append(seed, &out[4..]);
+    out[0..4].copy_from_slice(&c.to_le_bytes());
+}
+
+/// Why a scan stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Zeroes: the end of what was written.
+    Clean,
+    /// Something that is not a valid record of this incarnation: a torn or lost write at the
+    /// tail, or leftovers of an earlier incarnation.
+    Invalid,
+}
+
+impl fmt::Display for ScanEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScanEnd::Clean => "clean end",
+            ScanEnd::Invalid => "torn or stale data",
+        })
+    }
+}
+
+/// Decodes the record at the start of `b`, if it is a valid record of `incarnation` in the
+/// store whose [`store_seed`] is `seed`.
+pub fn decode_record(b: &[u8], seed: u32, incarnation: u32) -> Result<RecordRef<'_>, ScanEnd> {
+    match decode_record_any_incarnation(b, seed)? {
+        (inc, r) if inc == incarnation => Ok(r),
+        _ => Err(ScanEnd::Invalid),
+    }
+}
+
+/// Decodes the record at the start of `b` whatever its incarnation (readers that already
+/// know which record they want check its sequence number instead).
+pub fn decode_record_any_incarnation(b: &[u8], seed: u32) -> Result<(u32, RecordRef<'_>), ScanEnd> {
+    if b.len() < RECORD_HEADER_LEN {
+        return Err(if b.iter().all(|&x| x == 0) {
+            ScanEnd::Clean
+        } else {
+            ScanEnd::Invalid
+        });
+    }
+    let header = &b[..RECORD_HEADER_LEN];
+    if header.iter().all(|&x| x == 0) {
+        return Err(ScanEnd::Clean);
+    }
+    let kind = match header[16] {
+        1 => Kind::Put,
+        2 => Kind::Tombstone,
+        _ => return Err(ScanEnd::Invalid),
+    };
+    let key_len = u16_at(header, 18) as usize;
+    let value_len = u32_at(header, 20) as usize;
+    let lengths_ok = (1..=KEY_MAX).contains(&key_len)
+        && value_len <= VALUE_MAX
+        && (kind == Kind::Put) == (value_len > 0)
+        && header[17] == 0;
+    if !lengths_ok {
+        return Err(ScanEnd::Invalid);
+    }
+    let len = record_len(key_len, value_len);
+    if len > b.len() || u32_at(header, 0) != crc32c::crc32c_append(seed, &b[4..len]) {
+        return Err(ScanEnd::Invalid);
+    }
+    let record = RecordRef {
+        kind,
+        seq: u64_at(header, 8),
+        key: &b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len],
+        value: &b[RECORD_HEADER_LEN + key_len..len],
+    };
+    Ok((u32_at(header, 4), record))
+}
+
+/// Iterates over the valid records at the start of `b` (a segment's record area), stopping
+/// at the first byte that does not begin a valid record of `incarnation`.
+pub struct Scanner<'a> {
+    buf: &'a [u8],
+    seed: u32,
+    incarnation: u32,
+    pub offset: usize,
+    pub end: Option<ScanEnd>,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(buf: &'a [u8], seed: u32, incarnation: u32) -> Self {
+        Scanner {
+            buf,
+            seed,
+            incarnation,
+            offset: 0,
+            end: None,
+        }
+    }
+}
+
+impl<'a> Iterator for Scanner<'a> {
+    /// The record and its offset in the buffer.
+    type Item = (usize, RecordRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.end.is_some() {
+            return None;
+        }
+        match decode_record(&self.buf[self.offset..], self.seed, self.incarnation) {
+            Ok(r) => {
+                let at = self.offset;
+                self.offset += r.encoded_len();
+                Some((at, r))
+            }
+            Err(end) => {
+                self.end = Some(end);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb() -> Superblock {
+        Superblock {
+            uuid: [7; 16],
+            generation: 3,
+            block_size: 4096,
+            device_size: 1 << 30,
+            segment_size: 4 << 20,
+            segment_count: 255,
+            purge_seq: 9,
+            created_unix_s: 1,
+            snapshot: Some(SnapshotRef {
+                first_segment: 3,
+                segment_count: 2,
+                bytes: 77,
+                crc: 5,
+            }),
+        }
+    }
+
+    #[test]
+    fn superblock_round_trips_and_rejects_any_flipped_bit() {
+        let s = sb();
+        let enc = s.encode();
+        assert_eq!(Superblock::decode(&enc), Some(s));
+        for byte in 0..120 {
+            let mut bad = enc;
+            bad[byte] ^= 0x10;
+            assert_eq!(
+                Superblock::decode(&bad),
+                None,
+                "flip in byte {byte} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn superblock_with_impossible_geometry_is_rejected() {
+        let mut s = sb();
+        s.segment_count = 300; // 300 * 4 MiB does not fit in 1 GiB
+        assert_eq!(Superblock::decode(&s.encode()), None);
+    }
+
+    #[test]
+    fn record_round_trip_and_incarnation_check() {
+        let mut buf = vec![0u8; record_len(3, 5) + 10];
+        encode_record(
+            &mut buf[..record_len(3, 5)],
+            9,
+            42,
+            1000,
+            Kind::Put,
+            b"key",
+            b"value",
+        );
+        let r = decode_record(&buf, 9, 42).unwrap();
+        assert_eq!(
+            (r.kind, r.seq, r.key, r.value),
+            (Kind::Put, 1000, &b"key"[..], &b"value"[..])
+        );
+        assert_eq!(decode_record(&buf, 9, 43), Err(ScanEnd::Invalid));
+        assert_eq!(
+            decode_record(&buf, 8, 42),
+            Err(ScanEnd::Invalid),
+            "another store's record"
+        );
+        let rest = &buf[record_len(3, 5)..];
+        assert_eq!(decode_record(rest, 9, 42), Err(ScanEnd::Clean));
+    }
+
+    #[test]
+    fn torn_record_is_invalid() {
+        let len = record_len(4, 2000);
+        let mut buf = vec![0u8; len];
+        encode_record(&mut buf, 0, 1, 1, Kind::Put, b"abcd", &[9u8; 2000]);
+        // The last 512-byte sector did not make it to the disk.
+        for b in &mut buf[len - 500..] {
+            *b = 0;
+        }
+        assert_eq!(decode_record(&buf, 0, 1), Err(ScanEnd::Invalid));
+    }
+
+    #[test]
+    fn scanner_stops_at_first_invalid_record() {
+        let mut buf = vec![0u8; 4096];
+        let a = record_len(1, 1);
+        encode_record(&mut buf[..a], 0, 5, 1, Kind::Put, b"a", b"1");
+        encode_record(
+            &mut buf[a..a + record_len(1, 0)],
+            0,
+            5,
+            2,
+            Kind::Tombstone,
+            b"a",
+            b"",
+        );
+        let b_at = a + record_len(1, 0);
+        encode_record(&mut buf[b_at..b_at + a], 0, 4, 3, Kind::Put, b"b", b"2"); // stale incarnation
+        let mut s = Scanner::new(&buf, 0, 5);
+        let seqs: Vec<u64> = s.by_ref().map(|(_, r)| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(s.end, Some(ScanEnd::Invalid));
+        assert_eq!(s.offset, b_at);
+    }
+
+    #[test]
+    fn geometry_for_common_sizes() {
+        assert_eq!(plan_geometry(1 << 30, 4096), Some((4 << 20, 255)));
+        let small = min_device_size(4096);
+        let (seg, count) = plan_geometry(small, 4096).unwrap();
+        assert!(seg >= (RECORD_MAX + 4096) as u64);
+        assert_eq!(count, MIN_SEGMENTS);
+        assert_eq!(plan_geometry(small - 1, 4096), None);
+    }
+}

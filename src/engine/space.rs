@@ -1,0 +1,263 @@
+//! The segment table: which segment holds what, and the allocator of free segments.
+//!
+//! The data area is cut into equal segments. A segment is free, the user log's active
+//! segment, compaction's output, sealed (full, read-only until compaction empties it), or
+//! part of an index snapshot. Allocation takes the lowest free segment that no reader has
+//! pinned and gives it a new incarnation number.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegState {
+    Free,
+    /// The user log's active segment.
+    Active,
+    /// Compaction's output segment.
+    CompactionOutput,
+    Sealed,
+    Snapshot,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SegInfo {
+    pub state: SegState,
+    pub incarnation: u32,
+    /// Bytes in use from the segment's start (header block included) for sealed segments.
+    pub written: u32,
+}
+
+/// Who asks for a segment, in order of priority. Lower priorities must leave reserves so
+/// that deletes and compaction can always make progress on a full device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Puts and appends: leave two segments (one for deletes, one for compaction).
+    Put,
+    /// Deletes (tombstones): leave one for compaction.
+    Delete,
+    /// Compaction's output: may take the last one; it gives back more than it takes.
+    Compaction,
+}
+
+impl Purpose {
+    fn reserve(self) -> usize {
+        match self {
+            Purpose::Put => 2,
+            Purpose::Delete => 1,
+            Purpose::Compaction => 0,
+        }
+    }
+}
+
+pub struct Space {
+    segs: Vec<SegInfo>,
+    free: BTreeSet<u32>,
+    next_incarnation: u32,
+}
+
+impl Space {
+    /// A table where every segment is free and incarnations start after `max_incarnation`.
+    pub fn new(segment_count: u32, max_incarnation: u32) -> Space {
+        Space {
+            segs: vec![
+                SegInfo {
+                    state: SegState::Free,
+                    incarnation: 0,
+                    written: 0
+                };
+                segment_count as usize
+            ],
+            free: (0..segment_count).collect(),
+            next_incarnation: max_incarnation
+                .checked_add(1)
+                .expect("incarnations exhausted"),
+        }
+    }
+
+    pub fn seg(&self, segment: u32) -> SegInfo {
+        self.segs[segment as usize]
+    }
+
+    pub fn segment_count(&self) -> u32 {
+        self.segs.len() as u32
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Marks a segment found by recovery.
+    pub fn set(&mut self, segment: u32, info: SegInfo) {
+        self.segs[segment as usize] = info;
+        if info.state == SegState::Free {
+            self.free.insert(segment);
+        } else {
+            self.free.remove(&segment);
+        }
+    }
+
+    /// Takes a free segment for `purpose`, unless that would eat into a reserve kept for a
+    /// higher purpose. Segments that readers still pin are skipped. Returns the segment
+    /// and its new incarnation.
+    pub fn allocate(
+        &mut self,
+        purpose: Purpose,
+        state: SegState,
+        pins: &[AtomicU32],
+    ) -> Option<(u32, u32)> {
+        debug_assert!(matches!(
+            state,
+            SegState::Active | SegState::CompactionOutput | SegState::Snapshot
+        ));
+        if self.free.len() <= purpose.reserve() {
+            return None;
+        }
+        let segment = *self
+            .free
+            .iter()
+            .find(|&&s| pins[s as usize].load(Ordering::Acquire) == 0)?;
+        self.free.remove(&segment);
+        let incarnation = self.next_incarnation;
+        self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
+        self.segs[segment as usize] = SegInfo {
+            state,
+            incarnation,
+            written: 0,
+        };
+        Some((segment, incarnation))
+    }
+
+    /// Takes `count` consecutive free segments (for a snapshot); returns the first.
+    pub fn take_run(&mut self, count: u32, state: SegState) -> Option<u32> {
+        let mut run_start = None;
+        let mut found = None;
+        for s in 0..self.segment_count() {
+            if self.segs[s as usize].state != SegState::Free {
+                run_start = None;
+                continue;
+            }
+            let start = *run_start.get_or_insert(s);
+            if s + 1 - start == count {
+                found = Some(start);
+                break;
+            }
+        }
+        let first = found?;
+        for s in first..first + count {
+            self.free.remove(&s);
+            let incarnation = self.next_incarnation;
+            self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
+            self.segs[s as usize] = SegInfo {
+                state,
+                incarnation,
+                written: 0,
+            };
+        }
+        Some(first)
+    }
+
+    /// The segment is full (or its writer stopped): it becomes read-only.
+    pub fn seal(&mut self, segment: u32, written: u32) {
+        let s = &mut self.segs[segment as usize];
+        debug_assert!(matches!(
+            s.state,
+            SegState::Active | SegState::CompactionOutput
+        ));
+        s.state = SegState::Sealed;
+        s.written = written;
+    }
+
+    /// Records how far an open segment has been written (for readers of `written`).
+    pub fn note_written(&mut self, segment: u32, written: u32) {
+        self.segs[segment as usize].written = written;
+    }
+
+    pub fn release(&mut self, segment: u32) {
+        let s = &mut self.segs[segment as usize];
+        s.state = SegState::Free;
+        s.written = 0;
+        self.free.insert(segment);
+    }
+
+    /// Frees every segment (PURGE); returns how many were in use.
+    pub fn release_all(&mut self) -> usize {
+        let mut n = 0;
+        for segment in 0..self.segs.len() as u32 {
+            if self.segs[segment as usize].state != SegState::Free {
+                self.release(segment);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn sealed(&self) -> impl Iterator<Item = (u32, SegInfo)> + '_ {
+        self.segs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == SegState::Sealed)
+            .map(|(i, s)| (i as u32, *s))
+    }
+
+    pub fn in_state(&self, state: SegState) -> impl Iterator<Item = u32> + '_ {
+        self.segs
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.state == state)
+            .map(|(i, _)| i as u32)
+    }
+
+    pub fn next_incarnation(&self) -> u32 {
+        self.next_incarnation
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserves_hold_back_the_last_segments() {
+        let pins: Vec<AtomicU32> = (0..4).map(|_| AtomicU32::new(0)).collect();
+        let mut s = Space::new(4, 10);
+        assert_eq!(
+            s.allocate(Purpose::Put, SegState::Active, &pins),
+            Some((0, 11))
+        );
+        assert_eq!(
+            s.allocate(Purpose::Put, SegState::Active, &pins),
+            Some((1, 12))
+        );
+        assert_eq!(
+            s.allocate(Purpose::Put, SegState::Active, &pins),
+            None,
+            "two left for deletes and compaction"
+        );
+        assert!(s
+            .allocate(Purpose::Delete, SegState::Active, &pins)
+            .is_some());
+        assert_eq!(s.allocate(Purpose::Delete, SegState::Active, &pins), None);
+        assert!(s
+            .allocate(Purpose::Compaction, SegState::CompactionOutput, &pins)
+            .is_some());
+        assert_eq!(s.free_count(), 0);
+    }
+
+    #[test]
+    fn pinned_segments_are_not_reused() {
+        let pins: Vec<AtomicU32> = (0..8).map(|_| AtomicU32::new(0)).collect();
+        let mut s = Space::new(8, 0);
+        pins[0].store(1, Ordering::Release);
+        assert_eq!(
+            s.allocate(Purpose::Put, SegState::Active, &pins)
+                .map(|x| x.0),
+            Some(1)
+        );
+        pins[0].store(0, Ordering::Release);
+        assert_eq!(
+            s.allocate(Purpose::Put, SegState::Active, &pins)
+                .map(|x| x.0),
+            Some(0)
+        );
+    }
+}
