@@ -423,7 +423,19 @@ impl Committer {
         }
         if let Some(mut w) = self.log.take() {
             self.filled.push((w.segment, w.fill() as u32));
-            if let Err(e) = w.write_out(&self.shared) {
+            // Flush before the log moves on (a no-op cost in Sync mode, where the batch
+            // flushes anyway): unflushed writes then always sit in one segment, so a crash
+            // in write-behind mode loses a suffix of the acknowledged writes, never a middle.
+            let flushed = w.write_out(&self.shared).and_then(|_| {
+                if self.unflushed_writes > 0 {
+                    self.unflushed_writes = 0;
+                    self.oldest_unflushed = None;
+                    self.shared.device_flush()
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = flushed {
                 self.shared.enter_read_only(&e);
                 return Err(e.into());
             }
