@@ -26,7 +26,7 @@ fn main() {
         .allowlist_function("cuse_lowlevel_setup")
         .allowlist_function("fuse_session_(receive_buf|process_buf|exit|exited|fd|destroy)")
         .allowlist_function("fuse_remove_signal_handlers")
-        .allowlist_function("fuse_reply_(err|buf|write|open|ioctl|ioctl_retry|none)")
+        .allowlist_function("fuse_reply_(err|buf|write|open|ioctl|ioctl_iov|ioctl_retry|none)")
         .allowlist_function("fuse_req_userdata")
         .allowlist_type("cuse_lowlevel_ops")
         .allowlist_type("cuse_info")

@@ -82,8 +82,11 @@ pub(crate) fn run(shared: &Shared) {
 pub(crate) fn seal_output(shared: &Shared) {
     let mut st = shared.compaction.lock();
     if let Some(w) = st.output.take() {
+        // A round writes its output out before it ends, unless that write failed: then the
+        // store is read-only, so the segment is never compacted nor snapshotted, and sealing
+        // it with records that never reached the disk is harmless.
         debug_assert!(
-            !w.is_dirty(),
+            !w.is_dirty() || shared.read_only.load(Ordering::SeqCst),
             "compaction leaves its output written at the end of each round"
         );
         shared.space.lock().seal(w.segment, w.fill() as u32);
@@ -325,7 +328,15 @@ fn round(shared: &Shared, mode: Mode) -> Result<bool, Error> {
         shared.space.lock().release(segment);
     }
     let Some(out) = st.output.as_mut() else {
-        // Nothing to copy and no output yet: nothing to make durable.
+        // Nothing to copy and no output yet. Still flush before the erase: the victim's
+        // records may be dead only because of newer acknowledged writes that write-behind
+        // has not flushed yet, and a crash must not keep the erase but lose those writes
+        // (the victim's keys would vanish or, for a lost delete, come back).
+        if let Err(e) = shared.device_flush() {
+            shared.enter_read_only(&e);
+            st.read_buf = Some(buf);
+            return Err(e.into());
+        }
         return finish_round(
             shared, &mut st, buf, victim, info, plans, copied, live, started,
         );

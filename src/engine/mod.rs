@@ -408,9 +408,8 @@ pub type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 /// An open store. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Engine {
     shared: Arc<Shared>,
-    tx: Option<Sender<writer::Msg>>,
-    committer: Option<JoinHandle<()>>,
-    compactor: Option<JoinHandle<()>>,
+    tx: Mutex<Option<Sender<writer::Msg>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub fn validate_key(key: &[u8]) -> Result<(), Error> {
@@ -471,17 +470,16 @@ impl Engine {
             .name("hpkv-commit".into())
             .spawn(move || committer.run())
             .map_err(OpenError::Io)?;
-        let compactor = if shared.config.background_compaction {
+        let mut threads = vec![committer];
+        if shared.config.background_compaction {
             let s = shared.clone();
-            Some(
+            threads.push(
                 std::thread::Builder::new()
                     .name("hpkv-compact".into())
                     .spawn(move || compaction::run(&s))
                     .map_err(OpenError::Io)?,
-            )
-        } else {
-            None
-        };
+            );
+        }
         let stats = {
             let ix = shared.index.read();
             (ix.live_records(), ix.len())
@@ -497,9 +495,8 @@ impl Engine {
         );
         Ok(Engine {
             shared,
-            tx: Some(tx),
-            committer: Some(committer),
-            compactor,
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -528,7 +525,9 @@ impl Engine {
             // Everything acknowledged is already on stable media.
             return done(Ok(()));
         }
-        match &self.tx {
+        // Clone the sender so that a full queue blocks only this submitter.
+        let tx = self.tx.lock().clone();
+        match tx {
             Some(tx) => {
                 if let Err(crossbeam_channel::SendError(writer::Msg::Op(_, done))) =
                     tx.send(writer::Msg::Op(op, done))
@@ -730,25 +729,19 @@ impl Engine {
     }
 
     /// Stops accepting writes, finishes those queued, flushes, stops compaction and leaves
-    /// an index snapshot for a fast restart.
-    pub fn close(mut self) -> Result<(), Error> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<(), Error> {
-        let Some(tx) = self.tx.take() else {
+    /// an index snapshot for a fast restart. Reads keep working; later writes answer
+    /// [`Error::Closed`]. Closing twice is harmless.
+    pub fn close(&self) -> Result<(), Error> {
+        let Some(tx) = self.tx.lock().take() else {
             return Ok(());
         };
         let (ack_tx, ack_rx) = bounded(1);
         let _ = tx.send(writer::Msg::Shutdown(ack_tx));
         drop(tx);
         let committed = ack_rx.recv().unwrap_or(Err(Error::Closed));
-        if let Some(h) = self.committer.take() {
-            let _ = h.join();
-        }
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.kick_compaction();
-        if let Some(h) = self.compactor.take() {
+        for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
         compaction::seal_output(&self.shared);
@@ -763,7 +756,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
+        if let Err(e) = self.close() {
             log::error!("closing the store: {e}");
         }
     }

@@ -1,0 +1,303 @@
+//! The behaviour of `/dev/hpkv`: each request of the ABI served with the engine.
+//!
+//! Writes (the `write()` upsert/append, DELETE, INSERT, PARTIAL_UPDATE, PURGE, SYNC) are
+//! handed to the engine's committer with their [`Reply`]: the answer goes out from the
+//! committer once the write is durable, and the CUSE worker is free at once. Reads are
+//! answered by the worker that received them. Each open file has its own listing cursor.
+
+use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use parking_lot::Mutex;
+use slab::Slab;
+
+use crate::abi::{self, Command, Decoded, Profile, RangeBuilder, StatsRecord, WriteRequest};
+use crate::cuse::{Handler, IoctlRequest, Reply};
+use crate::engine::{Engine, Error, Stats, WriteOp};
+
+/// Open files at most; more opens fail with ENFILE.
+pub const OPEN_FILES_MAX: usize = 1 << 16;
+
+pub struct HpkvDevice {
+    engine: Arc<Engine>,
+    profile: Profile,
+    files: Mutex<Slab<Arc<Mutex<Listing>>>>,
+}
+
+impl HpkvDevice {
+    pub fn new(engine: Arc<Engine>, profile: Profile) -> HpkvDevice {
+        HpkvDevice {
+            engine,
+            profile,
+            files: Mutex::new(Slab::new()),
+        }
+    }
+
+    fn listing(&self, fh: u64) -> Option<Arc<Mutex<Listing>>> {
+        self.files.lock().get(fh as usize).cloned()
+    }
+
+    /// Hands a write to the engine; the reply goes out when it is acknowledged.
+    fn submit(&self, op: WriteOp, reply: Reply, on_success: impl FnOnce(Reply) + Send + 'static) {
+        self.engine.submit(
+            op,
+            Box::new(move |result| match result {
+                Ok(()) => on_success(reply),
+                Err(e) => reply.error(errno_of(&e)),
+            }),
+        );
+    }
+
+    fn run(&self, cmd: Command<'_>, arg: u64, out_size: usize, reply: Reply) {
+        let done = |r: Reply| r.ioctl(0, &[]);
+        match cmd {
+            Command::Get { key, key_span } => match self.engine.get(key) {
+                Ok(Some(value)) => {
+                    match abi::get_reply(self.profile, arg, key_span, out_size, value.len()) {
+                        Ok(v) => reply.ioctl(0, &[&v.prefix, &value, v.suffix]),
+                        Err(retry) => reply.ioctl_retry(&retry.input, &retry.output),
+                    }
+                }
+                Ok(None) => reply.error(libc::ENOENT),
+                Err(e) => reply.error(errno_of(&e)),
+            },
+            Command::SafeGet { key, capacity } => match self.engine.get(key) {
+                Ok(Some(value)) => {
+                    let (result, len, with_value) = abi::safe_get_reply(capacity, value.len());
+                    let value: &[u8] = if with_value { &value } else { &[] };
+                    reply.ioctl(result, &[&len, value]);
+                }
+                Ok(None) => reply.error(libc::ENOENT),
+                Err(e) => reply.error(errno_of(&e)),
+            },
+            Command::Delete { key } => {
+                self.submit(WriteOp::Delete { key: key.into() }, reply, done)
+            }
+            Command::Purge => self.submit(WriteOp::Purge, reply, done),
+            Command::Sync => self.submit(WriteOp::Sync, reply, done),
+            Command::Insert { key, value } => self.submit(
+                WriteOp::Put {
+                    key: key.into(),
+                    value: value.into(),
+                },
+                reply,
+                done,
+            ),
+            Command::Append { key, suffix } => self.submit(
+                WriteOp::Append {
+                    key: key.into(),
+                    suffix: suffix.into(),
+                },
+                reply,
+                done,
+            ),
+            Command::Range(req) => {
+                let mut builder = RangeBuilder::new(&req);
+                let start = match (req.start.is_empty(), req.start_exclusive) {
+                    (true, _) => Bound::Unbounded,
+                    (false, false) => Bound::Included(req.start),
+                    (false, true) => Bound::Excluded(req.start),
+                };
+                let end = if req.end.is_empty() {
+                    Bound::Unbounded
+                } else {
+                    Bound::Excluded(req.end)
+                };
+                let scanned = self.engine.scan(start, end, |k, v| {
+                    if builder.push(k, v) {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
+                });
+                match scanned {
+                    Ok(()) => {
+                        let (result, data) = builder.finish();
+                        reply.ioctl(result, &[&data]);
+                    }
+                    Err(e) => reply.error(errno_of(&e)),
+                }
+            }
+            Command::Stats => reply.ioctl(0, &[&stats_record(&self.engine.stats()).encode()]),
+        }
+    }
+}
+
+impl Handler for HpkvDevice {
+    fn open(&self, _flags: i32) -> Result<u64, i32> {
+        let mut files = self.files.lock();
+        if files.len() >= OPEN_FILES_MAX {
+            return Err(libc::ENFILE);
+        }
+        Ok(files.insert(Arc::new(Mutex::new(Listing::default()))) as u64)
+    }
+
+    fn release(&self, fh: u64) {
+        self.files.lock().try_remove(fh as usize);
+    }
+
+    fn read(&self, fh: u64, size: usize, reply: Reply) {
+        let Some(listing) = self.listing(fh) else {
+            return reply.error(libc::EBADF);
+        };
+        let mut listing = listing.lock();
+        match listing.read(&self.engine, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(errno_of(&e)),
+        }
+    }
+
+    fn write(&self, _fh: u64, data: &[u8], reply: Reply) {
+        let n = data.len();
+        let op = match abi::parse_write(data) {
+            Ok(WriteRequest::Put { key, value }) => WriteOp::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+            Ok(WriteRequest::Append { key, suffix }) => WriteOp::Append {
+                key: key.into(),
+                suffix: suffix.into(),
+            },
+            Err(e) => return reply.error(e as i32),
+        };
+        self.submit(op, reply, move |r| r.written(n));
+    }
+
+    fn ioctl(&self, _fh: u64, req: IoctlRequest<'_>, reply: Reply) {
+        match abi::decode_ioctl(self.profile, req.cmd, req.arg, req.input, req.out_size) {
+            Decoded::Fail(e) => reply.error(e as i32),
+            Decoded::Retry(r) => reply.ioctl_retry(&r.input, &r.output),
+            Decoded::Ready(cmd) => self.run(cmd, req.arg, req.out_size, reply),
+        }
+    }
+}
+
+/// The errno the ABI names for an engine error.
+pub fn errno_of(e: &Error) -> i32 {
+    if matches!(e, Error::Io(_) | Error::Corrupt(_) | Error::ReadOnly) {
+        log::warn!("answering EIO: {e}");
+    }
+    e.errno()
+}
+
+pub fn stats_record(s: &Stats) -> StatsRecord {
+    StatsRecord {
+        records: s.records,
+        disk_usage_bytes: s.disk_usage_bytes,
+        device_size_bytes: s.device_size_bytes,
+        free_bytes: s.free_bytes,
+        log_bytes: s.log_bytes,
+        live_bytes: s.live_bytes,
+        segment_size_bytes: s.segment_size_bytes,
+        segments_total: s.segments_total,
+        segments_free: s.segments_free,
+        cache_capacity_bytes: s.cache_capacity_bytes,
+        cache_used_bytes: s.cache_used_bytes,
+        cache_hits: s.cache_hits,
+        cache_misses: s.cache_misses,
+        gets: s.gets,
+        puts: s.puts,
+        appends: s.appends,
+        deletes: s.deletes,
+        purges: s.purges,
+        device_writes: s.device_writes,
+        device_flushes: s.device_flushes,
+        compactions: s.compactions,
+        compaction_bytes_moved: s.compaction_bytes_moved,
+        compaction_bytes_reclaimed: s.compaction_bytes_reclaimed,
+        uptime_ms: s.uptime_ms,
+    }
+}
+
+/// Where an open file's listing (`read()`) stands.
+#[derive(Default)]
+struct Listing {
+    /// The last key whose line was started.
+    after: Option<Box<[u8]>>,
+    /// The rest of a line a short read cut.
+    pending: Vec<u8>,
+}
+
+impl Listing {
+    /// The next bytes of the listing, at most `size`; empty at the end.
+    fn read(&mut self, engine: &Engine, size: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(size.min(1 << 17));
+        let take = self.pending.len().min(size);
+        out.extend(self.pending.drain(..take));
+        while out.len() < size {
+            let before = out.len();
+            let from = match &self.after {
+                Some(k) => Bound::Excluded(&k[..]),
+                None => Bound::Unbounded,
+            };
+            let mut last: Option<Box<[u8]>> = None;
+            engine.scan(from, Bound::Unbounded, |key, value| {
+                let line = abi::listing_line(key, value);
+                let room = size - out.len();
+                if line.len() > room {
+                    out.extend_from_slice(&line[..room]);
+                    self.pending = line[room..].to_vec();
+                } else {
+                    out.extend_from_slice(&line);
+                }
+                last = Some(key.into());
+                if out.len() >= size {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            if let Some(k) = last {
+                self.after = Some(k);
+            }
+            if out.len() == before {
+                break; // the end
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `errno` for messages.
+pub fn errno_name(errno: i32) -> String {
+    format!(
+        "{} ({})",
+        Errno::from_raw(errno).desc(),
+        Errno::from_raw(errno)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::faulty::FaultyDevice;
+    use crate::engine::{BlockDevice, Config};
+
+    fn engine() -> Arc<Engine> {
+        let dev: Arc<dyn BlockDevice> = Arc::new(FaultyDevice::new(8 << 20, 4096));
+        Arc::new(Engine::open(dev, Config::default()).unwrap())
+    }
+
+    #[test]
+    fn listing_continues_across_short_reads_and_ends_with_empty() {
+        let e = engine();
+        e.put(b"b", b"2:x\n").unwrap();
+        e.put(b"a", b"1").unwrap();
+        e.put(b"ab", b"3").unwrap();
+        let want = b"a:1\nab:3\nb:2:x\n\n".to_vec();
+        for chunk in [1usize, 3, 7, 100] {
+            let mut l = Listing::default();
+            let mut got = vec![];
+            loop {
+                let part = l.read(&e, chunk).unwrap();
+                assert!(part.len() <= chunk, "read returned more than asked");
+                if part.is_empty() {
+                    break;
+                }
+                got.extend(part);
+            }
+            assert_eq!(got, want, "chunk size {chunk}");
+        }
+    }
+}
