@@ -584,6 +584,21 @@ pub struct StatsRecord {
     pub compaction_bytes_moved: u64,
     pub compaction_bytes_reclaimed: u64,
     pub uptime_ms: u64,
+    /// [`ABI_README`] or [`ABI_V13`].
+    pub abi_profile: u64,
+}
+
+pub const ABI_README: u64 = uapi::HPKV_ABI_README as u64;
+pub const ABI_V13: u64 = uapi::HPKV_ABI_V13 as u64;
+
+impl Profile {
+    /// The profile's number in `struct hpkv_stats`.
+    pub fn number(self) -> u64 {
+        match self {
+            Profile::Readme => ABI_README,
+            Profile::V13 => ABI_V13,
+        }
+    }
 }
 
 /// Applies `$m!(field)` to every field of `struct hpkv_stats` but `reserved`, in order.
@@ -613,6 +628,7 @@ macro_rules! stats_fields {
         $m!(compaction_bytes_moved);
         $m!(compaction_bytes_reclaimed);
         $m!(uptime_ms);
+        $m!(abi_profile);
     };
 }
 

@@ -119,7 +119,10 @@ impl HpkvDevice {
                     Err(e) => reply.error(errno_of(&e)),
                 }
             }
-            Command::Stats => reply.ioctl(0, &[&stats_record(&self.engine.stats()).encode()]),
+            Command::Stats => {
+                let record = StatsRecord { abi_profile: self.profile.number(), ..stats_record(&self.engine.stats()) };
+                reply.ioctl(0, &[&record.encode()]);
+            }
         }
     }
 }
@@ -207,6 +210,7 @@ pub fn stats_record(s: &Stats) -> StatsRecord {
         compaction_bytes_moved: s.compaction_bytes_moved,
         compaction_bytes_reclaimed: s.compaction_bytes_reclaimed,
         uptime_ms: s.uptime_ms,
+        abi_profile: 0,
     }
 }
 

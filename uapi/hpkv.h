@@ -166,8 +166,12 @@ struct hpkv_stats {
 	__u64 compaction_bytes_moved;
 	__u64 compaction_bytes_reclaimed;
 	__u64 uptime_ms;
-	__u64 reserved[8];
+	__u64 abi_profile;          /* the daemon's profile: HPKV_ABI_README or HPKV_ABI_V13 */
+	__u64 reserved[7];
 };
+
+#define HPKV_ABI_README 0
+#define HPKV_ABI_V13 1
 
 /* SYNC: returns once every write acknowledged before it is on stable media. */
 
