@@ -67,6 +67,9 @@ impl Server {
         if !available() {
             return Err(StartError::NoCuse);
         }
+        if Path::new("/sys/class/cuse").join(name).exists() {
+            return Err(StartError::Other(format!("another hpkvd is already serving /dev/{name}")));
+        }
         let session = Arc::new(Session::new(name, handler).map_err(StartError::Other)?);
         let fd = session.fd();
         let flags = fcntl(fd, FcntlArg::F_GETFL)
@@ -103,7 +106,7 @@ impl Server {
         while !sysfs.exists() {
             if self.session.exited() || self.workers.iter().all(|w| w.is_finished()) {
                 return Err(StartError::Other(format!(
-                    "the kernel refused to create /dev/{}: is another hpkvd already serving that name?",
+                    "the kernel refused to create /dev/{}: another hpkvd already serving that name?",
                     self.name
                 )));
             }

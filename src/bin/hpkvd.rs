@@ -203,6 +203,7 @@ fn run(opts: Options) -> Result<(), String> {
     notify_ready();
 
     let stop = server.stop_event();
+    let mut lost_connection = false;
     let mut fds = [
         PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
         PollFd::new(stop.as_fd(), PollFlags::POLLIN),
@@ -222,7 +223,8 @@ fn run(opts: Options) -> Result<(), String> {
             break;
         }
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            log::warn!("the CUSE connection ended: shutting down");
+            log::error!("the CUSE connection ended: shutting down");
+            lost_connection = true;
             break;
         }
     }
@@ -233,6 +235,9 @@ fn run(opts: Options) -> Result<(), String> {
     server.unregister();
     closed.map_err(|e| format!("closing the store: {e}"))?;
     log::info!("stopped; everything acknowledged is on {}", path.display());
+    if lost_connection {
+        return Err(format!("the kernel ended the CUSE connection of /dev/{}", opts.name));
+    }
     Ok(())
 }
 

@@ -1,0 +1,754 @@
+//! The ABI suite: runs inside the VM against the real `/dev/hpkv` served by hpkvd
+//! (tests/vm/suite/run.sh builds it with `cargo test --no-run --test device_suite` and
+//! copies it in). It is not run by a plain `cargo test` (`test = false` in Cargo.toml):
+//! the host has no CUSE.
+//!
+//! Usage: `device_suite [--device PATH] [--profile readme|v1.3] [FILTER...]`
+//!        `device_suite writer --device PATH --log FILE --count N` (kill -9 test: writes
+//!         records one by one, logging each key once acknowledged)
+//!        `device_suite verify-log --device PATH --log FILE` (checks every logged key)
+//!        `device_suite fill --device PATH --prefix P --count N` / `check --prefix P --count N`
+//!
+//! Each test prints `HPKV-RESULT PASS name` or `HPKV-RESULT FAIL name reason`, the lines
+//! the VM runner counts. Raw ioctls with odd pointers (NULL, unmapped memory, a key at the
+//! very end of a mapping) need `unsafe`; it stays in this test program.
+
+use std::ffi::c_void;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use hpkv::abi::{self, StatsRecord};
+use hpkv::ffi::uapi;
+
+type TestFn = fn(&Ctx);
+
+struct Ctx {
+    device: String,
+    profile: abi::Profile,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut device = "/dev/hpkv".to_string();
+    let mut profile = abi::Profile::Readme;
+    let mut log = String::new();
+    let mut count = 0usize;
+    let mut prefix = "p".to_string();
+    let mut filters = vec![];
+    let mut mode = "suite".to_string();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--device" => device = it.next().expect("--device PATH"),
+            "--profile" => profile = it.next().expect("--profile").parse().expect("profile"),
+            "--log" => log = it.next().expect("--log FILE"),
+            "--count" => count = it.next().expect("--count N").parse().expect("number"),
+            "--prefix" => prefix = it.next().expect("--prefix P"),
+            "writer" | "verify-log" | "verify-count" | "fill" | "check" | "worker" => mode = a,
+            _ => filters.push(a),
+        }
+    }
+    let ctx = Ctx { device, profile };
+    match mode.as_str() {
+        "writer" => writer(&ctx, &log, count),
+        "verify-log" => verify_log(&ctx, &log),
+        "verify-count" => verify_count(&ctx),
+        "fill" => fill(&ctx, &prefix, count),
+        "check" => check(&ctx, &prefix, count),
+        "worker" => worker(&ctx, &prefix, count),
+        _ => run_suite(&ctx, &filters),
+    }
+}
+
+fn run_suite(ctx: &Ctx, filters: &[String]) {
+    let tests: Vec<(&str, TestFn)> = match ctx.profile {
+        abi::Profile::Readme => vec![
+            ("write_upsert_returns_n_and_get_reads_it", write_upsert_returns_n_and_get_reads_it),
+            ("write_is_binary_safe_split_at_first_colon", write_is_binary_safe_split_at_first_colon),
+            ("write_echo_style_keeps_the_newline", write_echo_style_keeps_the_newline),
+            ("write_append_and_append_creates", write_append_and_append_creates),
+            ("write_errnos", write_errnos),
+            ("write_limits_511_key_102399_value", write_limits_511_key_102399_value),
+            ("append_past_the_limit_is_emsgsize", append_past_the_limit_is_emsgsize),
+            ("get_writes_value_and_one_nul_only", get_writes_value_and_one_nul_only),
+            ("get_missing_is_enoent_buffer_untouched", get_missing_is_enoent_buffer_untouched),
+            ("get_and_delete_null_or_bad_pointer_efault", get_and_delete_null_or_bad_pointer_efault),
+            ("key_at_the_end_of_mapped_memory", key_at_the_end_of_mapped_memory),
+            ("get_no_nul_in_512_or_empty_key_einval", get_no_nul_in_512_or_empty_key_einval),
+            ("get_511_byte_key", get_511_byte_key),
+            ("value_of_102400_bytes", value_of_102400_bytes),
+            ("delete_then_enoent", delete_then_enoent),
+            ("insert_512_byte_key_and_binary_value", insert_512_byte_key_and_binary_value),
+            ("insert_and_partial_update_errnos", insert_and_partial_update_errnos),
+            ("partial_update_appends_and_creates", partial_update_appends_and_creates),
+            ("unknown_commands_are_enotty", unknown_commands_are_enotty),
+            ("every_command_on_any_open_fd", every_command_on_any_open_fd),
+            ("purge_removes_everything_arg_ignored", purge_removes_everything_arg_ignored),
+            ("listing_in_key_order_a_few_bytes_at_a_time", listing_in_key_order_a_few_bytes_at_a_time),
+            ("listing_cursor_is_per_open_file", listing_cursor_is_per_open_file),
+            ("stats_extension_counts_match_listing", stats_extension_counts_match_listing),
+            ("concurrent_threads", concurrent_threads),
+            ("concurrent_processes", concurrent_processes),
+        ],
+        abi::Profile::V13 => vec![
+            ("v13_get_layout", v13_get_layout),
+            ("v13_delete_and_errnos", v13_delete_and_errnos),
+            ("v13_512_byte_key_and_large_value", v13_512_byte_key_and_large_value),
+            ("v13_write_and_insert_unchanged", v13_write_and_insert_unchanged),
+        ],
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let prefix = if ctx.profile == abi::Profile::V13 { "v13:" } else { "" };
+        match catch_unwind(AssertUnwindSafe(|| test(ctx))) {
+            Ok(()) => {
+                passed += 1;
+                println!("HPKV-RESULT PASS abi:{prefix}{name}");
+            }
+            Err(e) => {
+                failed += 1;
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                println!("HPKV-RESULT FAIL abi:{prefix}{name} {}", why.replace('\n', " "));
+            }
+        }
+    }
+    eprintln!("device_suite: {passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}
+
+// ------------------------------------------------------------------------ helpers
+
+fn open(ctx: &Ctx) -> File {
+    OpenOptions::new().read(true).write(true).open(&ctx.device).unwrap_or_else(|e| panic!("open {}: {e}", ctx.device))
+}
+
+/// `write(fd, buf, n)`: Ok(n) or the errno.
+fn write(f: &File, buf: &[u8]) -> Result<usize, i32> {
+    let mut f = f;
+    f.write(buf).map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// `ioctl(fd, cmd, arg)` with a raw argument: the return value, or the errno.
+fn ioctl(f: &File, cmd: u32, arg: *mut c_void) -> Result<i32, i32> {
+    // SAFETY: test code probing the daemon: every caller passes a pointer that is either
+    // valid for the command's layout or deliberately invalid (NULL, PROT_NONE) to check
+    // the errno; the kernel validates every access to the caller's memory.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), cmd as libc::c_ulong, arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    } else {
+        Ok(r)
+    }
+}
+
+fn ioctl_buf(f: &File, cmd: u32, buf: &mut [u8]) -> Result<i32, i32> {
+    ioctl(f, cmd, buf.as_mut_ptr().cast())
+}
+
+/// readme GET with a buffer of `cap` bytes prefilled with 0xAA; returns the buffer.
+fn get_readme(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0xAAu8; cap.max(key.len() + 1)];
+    buf[..key.len()].copy_from_slice(key);
+    buf[key.len()] = 0;
+    ioctl_buf(f, abi::CMD_GET, &mut buf).map(|_| buf)
+}
+
+/// The value through readme GET (value then NUL: the value may not contain NUL).
+fn get_str(f: &File, key: &[u8]) -> Result<Vec<u8>, i32> {
+    let buf = get_readme(f, key, abi::VALUE_MAX + 2)?;
+    let nul = buf.iter().position(|&b| b == 0).expect("a NUL after the value");
+    Ok(buf[..nul].to_vec())
+}
+
+/// The exact value through the safe GET extension (binary safe).
+fn get_exact(f: &File, key: &[u8]) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; abi::GET_STRUCT_SIZE + abi::VALUE_MAX];
+    buf[0..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    buf[8..16].copy_from_slice(&(abi::VALUE_MAX as u64).to_le_bytes());
+    let key_at = std::mem::offset_of!(uapi::hpkv_get, key);
+    buf[key_at..key_at + key.len()].copy_from_slice(key);
+    ioctl_buf(f, abi::IOC_GET, &mut buf)?;
+    let len = u64::from_le_bytes(buf[16..24].try_into().unwrap()) as usize;
+    Ok(buf[abi::GET_STRUCT_SIZE..abi::GET_STRUCT_SIZE + len].to_vec())
+}
+
+fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut b = vec![];
+    b.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    b.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    b.extend_from_slice(key);
+    b.extend_from_slice(value);
+    b
+}
+
+fn insert(f: &File, key: &[u8], value: &[u8]) -> Result<i32, i32> {
+    ioctl_buf(f, abi::CMD_INSERT, &mut kv(key, value))
+}
+
+fn delete_readme(f: &File, key: &[u8]) -> Result<i32, i32> {
+    let mut k = key.to_vec();
+    k.push(0);
+    ioctl_buf(f, abi::CMD_DELETE, &mut k)
+}
+
+fn purge(f: &File) {
+    assert_eq!(ioctl(f, abi::CMD_PURGE, std::ptr::null_mut()), Ok(0));
+}
+
+fn stats(f: &File) -> StatsRecord {
+    let mut buf = vec![0u8; abi::STATS_STRUCT_SIZE];
+    ioctl_buf(f, abi::IOC_STATS, &mut buf).expect("STATS");
+    StatsRecord::decode(&buf).unwrap()
+}
+
+fn read_all(f: &File, chunk: usize) -> Vec<u8> {
+    let mut f = f;
+    let mut out = vec![];
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        assert!(n <= chunk, "read returned {n} bytes for a {chunk}-byte buffer");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+const EINVAL: i32 = libc::EINVAL;
+const EMSGSIZE: i32 = libc::EMSGSIZE;
+const ENOENT: i32 = libc::ENOENT;
+const EFAULT: i32 = libc::EFAULT;
+const ENOTTY: i32 = libc::ENOTTY;
+
+/// Two pages, the second PROT_NONE: the first page's last bytes end mapped memory.
+struct Guarded {
+    base: *mut u8,
+}
+
+impl Guarded {
+    fn new() -> Guarded {
+        // SAFETY: plain anonymous mapping and protection change of our own pages.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE), 0);
+            Guarded { base: p.cast() }
+        }
+    }
+    /// The last `n` bytes of the readable page.
+    fn tail(&mut self, n: usize) -> &mut [u8] {
+        // SAFETY: the first page is ours and readable/writable; n <= 4096.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(4096 - n), n) }
+    }
+    fn unmapped(&self) -> *mut c_void {
+        // SAFETY: pointer arithmetic within our mapping (pointing at the PROT_NONE page).
+        unsafe { self.base.add(4096).cast() }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.base.cast(), 8192) };
+    }
+}
+
+// ------------------------------------------------------------------------ readme profile
+
+fn write_upsert_returns_n_and_get_reads_it(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"t1-key:first"), Ok(12));
+    assert_eq!(get_str(&f, b"t1-key"), Ok(b"first".to_vec()));
+    assert_eq!(write(&f, b"t1-key:second"), Ok(13));
+    assert_eq!(get_str(&f, b"t1-key"), Ok(b"second".to_vec()), "an overwrite is seen at once (no stale read)");
+}
+
+fn write_is_binary_safe_split_at_first_colon(ctx: &Ctx) {
+    let f = open(ctx);
+    let value = b"a:b:c\0\x01\xffnew\nline";
+    let mut buf = b"t2-key:".to_vec();
+    buf.extend_from_slice(value);
+    assert_eq!(write(&f, &buf), Ok(buf.len()));
+    assert_eq!(get_exact(&f, b"t2-key"), Ok(value.to_vec()));
+}
+
+fn write_echo_style_keeps_the_newline(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"t3-key:v\n"), Ok(9));
+    assert_eq!(get_exact(&f, b"t3-key"), Ok(b"v\n".to_vec()));
+}
+
+fn write_append_and_append_creates(ctx: &Ctx) {
+    let f = open(ctx);
+    let _ = delete_readme(&f, b"t4-new");
+    assert_eq!(write(&f, b"t4-new:+more"), Ok(12), "append to a missing key creates it");
+    assert_eq!(get_str(&f, b"t4-new"), Ok(b"more".to_vec()));
+    assert_eq!(write(&f, b"t4-new:+:and+more"), Ok(17));
+    assert_eq!(get_str(&f, b"t4-new"), Ok(b"more:and+more".to_vec()), "the cache must not serve the old value");
+}
+
+fn write_errnos(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"no colon"), Err(EINVAL), "no colon");
+    assert_eq!(write(&f, b":value"), Err(EINVAL), "empty key (the module stored it)");
+    assert_eq!(write(&f, b"t5-key:"), Err(EINVAL), "empty value");
+    assert_eq!(write(&f, b"t5-key:+"), Err(EINVAL), "empty append");
+    let mut long_key = vec![b'k'; 512];
+    long_key.extend_from_slice(b":v");
+    assert_eq!(write(&f, &long_key), Err(EMSGSIZE), "512-byte key");
+    let mut long_value = b"t5-key:".to_vec();
+    long_value.extend(vec![b'v'; abi::WRITE_VALUE_MAX + 1]);
+    assert_eq!(write(&f, &long_value), Err(EMSGSIZE), "value part of 102400 bytes");
+    let huge = vec![b'x'; abi::WRITE_MAX + 1];
+    assert_eq!(write(&f, &huge), Err(EMSGSIZE), "n over 102913");
+    let huger = vec![b'x'; 300_000];
+    assert_eq!(write(&f, &huger), Err(EMSGSIZE), "n far over the limit (split by the kernel)");
+    assert_eq!(get_readme(&f, b"t5-key", 64).err(), Some(ENOENT), "nothing was stored by the failed writes");
+}
+
+fn write_limits_511_key_102399_value(ctx: &Ctx) {
+    let f = open(ctx);
+    let key = vec![b'K'; 511];
+    let value = vec![b'v'; abi::WRITE_VALUE_MAX];
+    let mut buf = key.clone();
+    buf.push(b':');
+    buf.extend_from_slice(&value);
+    assert_eq!(buf.len(), 511 + 1 + 102_399);
+    assert_eq!(write(&f, &buf), Ok(buf.len()), "one write of 102911 bytes reaches the daemon whole");
+    assert_eq!(get_str(&f, &key), Ok(value));
+}
+
+fn append_past_the_limit_is_emsgsize(ctx: &Ctx) {
+    let f = open(ctx);
+    let mut buf = b"t6-key:".to_vec();
+    buf.extend(vec![b'a'; abi::WRITE_VALUE_MAX]);
+    assert_eq!(write(&f, &buf), Ok(buf.len()));
+    assert_eq!(write(&f, b"t6-key:+x"), Ok(9), "102400 bytes is still allowed");
+    assert_eq!(write(&f, b"t6-key:+y"), Err(EMSGSIZE), "102401 is not");
+    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t6-key", b"z")), Err(EMSGSIZE));
+    let v = get_exact(&f, b"t6-key").unwrap();
+    assert_eq!((v.len(), v.last()), (abi::VALUE_MAX, Some(&b'x')), "the value is unchanged");
+}
+
+fn get_writes_value_and_one_nul_only(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"t7-key:abc"), Ok(10));
+    let buf = get_readme(&f, b"t7-key", 64).unwrap();
+    // The buffer held "t7-key\0" then 0xAA: GET writes "abc\0" and nothing else.
+    assert_eq!(&buf[..8], b"abc\0ey\0\xAA", "value, one NUL, and nothing more");
+    assert!(buf[7..].iter().all(|&b| b == 0xAA));
+}
+
+fn get_missing_is_enoent_buffer_untouched(ctx: &Ctx) {
+    let f = open(ctx);
+    let mut buf = vec![0xAAu8; 64];
+    buf[..11].copy_from_slice(b"t8-missing\0");
+    let before = buf.clone();
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut buf), Err(ENOENT));
+    assert_eq!(buf, before, "the buffer is left as it was");
+}
+
+fn get_and_delete_null_or_bad_pointer_efault(ctx: &Ctx) {
+    let f = open(ctx);
+    let g = Guarded::new();
+    for cmd in [abi::CMD_GET, abi::CMD_DELETE, abi::CMD_INSERT, abi::CMD_PARTIAL_UPDATE] {
+        assert_eq!(ioctl(&f, cmd, std::ptr::null_mut()), Err(EFAULT), "NULL for command {cmd}");
+        assert_eq!(ioctl(&f, cmd, g.unmapped()), Err(EFAULT), "unmapped memory for command {cmd}");
+    }
+}
+
+fn key_at_the_end_of_mapped_memory(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"ab:x"), Ok(4));
+    let mut g = Guarded::new();
+    // "ab\0" in the last 3 readable bytes: the key is readable, 512 bytes from it are not.
+    g.tail(3).copy_from_slice(b"ab\0");
+    let at = g.tail(3).as_mut_ptr().cast();
+    assert_eq!(ioctl(&f, abi::CMD_GET, at), Ok(0), "GET must not read past the key");
+    assert_eq!(&g.tail(3)[..], b"x\0\0", "value and NUL written where the key was");
+    g.tail(3).copy_from_slice(b"zz\0");
+    assert_eq!(ioctl(&f, abi::CMD_GET, at), Err(ENOENT), "a missing key at the edge is ENOENT, not EFAULT");
+    g.tail(3).copy_from_slice(b"ab\0");
+    assert_eq!(ioctl(&f, abi::CMD_DELETE, at), Ok(0));
+    assert_eq!(get_readme(&f, b"ab", 8).err(), Some(ENOENT));
+}
+
+fn get_no_nul_in_512_or_empty_key_einval(ctx: &Ctx) {
+    let f = open(ctx);
+    let mut buf = vec![b'k'; 4096];
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut buf), Err(EINVAL), "no NUL within 512 bytes");
+    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut buf), Err(EINVAL));
+    buf[0] = 0;
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut buf), Err(EINVAL), "empty key");
+    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut buf), Err(EINVAL));
+}
+
+fn get_511_byte_key(ctx: &Ctx) {
+    let f = open(ctx);
+    let key = vec![b'L'; 511];
+    assert_eq!(insert(&f, &key, b"long key"), Ok(0));
+    assert_eq!(get_str(&f, &key), Ok(b"long key".to_vec()));
+    // The same key crossing a page boundary: the daemon fetches it in two pieces.
+    let mut area = vec![0u8; 3 * 4096];
+    let skew = (4096 - 100 - area.as_ptr() as usize % 4096) % 4096;
+    let buf = &mut area[skew..skew + 1024];
+    buf[..511].copy_from_slice(&key);
+    buf[511] = 0;
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, buf), Ok(0));
+    assert_eq!(&buf[..9], b"long key\0");
+}
+
+fn value_of_102400_bytes(ctx: &Ctx) {
+    let f = open(ctx);
+    let value: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'a' + (i % 26) as u8).collect();
+    assert_eq!(insert(&f, b"t9-big", &value), Ok(0));
+    let buf = get_readme(&f, b"t9-big", abi::VALUE_MAX + 16).unwrap();
+    assert_eq!(&buf[..abi::VALUE_MAX], &value[..]);
+    assert_eq!(buf[abi::VALUE_MAX], 0);
+    assert_eq!(buf[abi::VALUE_MAX + 1], 0xAA);
+    assert_eq!(get_exact(&f, b"t9-big"), Ok(value));
+}
+
+fn delete_then_enoent(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"t10-key:v"), Ok(9));
+    assert_eq!(delete_readme(&f, b"t10-key"), Ok(0));
+    assert_eq!(delete_readme(&f, b"t10-key"), Err(ENOENT));
+    assert_eq!(get_readme(&f, b"t10-key", 16).err(), Some(ENOENT));
+}
+
+fn insert_512_byte_key_and_binary_value(ctx: &Ctx) {
+    let f = open(ctx);
+    let key: Vec<u8> = (0..512).map(|i| (i % 251) as u8 + 1).collect();
+    let value = b"\0bin\0ary:\n".to_vec();
+    assert_eq!(insert(&f, &key, &value), Ok(0));
+    assert_eq!(get_exact(&f, &key), Ok(value));
+    let listing = read_all(&open(ctx), 65536);
+    let mut line = key.clone();
+    line.push(b':');
+    assert!(listing.windows(line.len()).any(|w| w == line), "the 512-byte key is listed");
+}
+
+fn insert_and_partial_update_errnos(ctx: &Ctx) {
+    let f = open(ctx);
+    for cmd in [abi::CMD_INSERT, abi::CMD_PARTIAL_UPDATE] {
+        assert_eq!(ioctl_buf(&f, cmd, &mut kv(b"", b"v")), Err(EINVAL), "key_len 0");
+        assert_eq!(ioctl_buf(&f, cmd, &mut kv(&[b'k'; 513], b"v")), Err(EINVAL), "key_len 513");
+        assert_eq!(ioctl_buf(&f, cmd, &mut kv(b"k", b"")), Err(EINVAL), "value_len 0");
+        let mut big = kv(b"k", b"v");
+        big[2..10].copy_from_slice(&(abi::VALUE_MAX as u64 + 1).to_le_bytes());
+        assert_eq!(ioctl_buf(&f, cmd, &mut big), Err(EINVAL), "value_len 102401");
+    }
+}
+
+fn partial_update_appends_and_creates(ctx: &Ctx) {
+    let f = open(ctx);
+    let _ = delete_readme(&f, b"t11-key");
+    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"one")), Ok(0));
+    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"+two")), Ok(0));
+    assert_eq!(get_str(&f, b"t11-key"), Ok(b"one+two".to_vec()), "ioctl 5 appends its value as is");
+    assert_eq!(insert(&f, b"t11-key", b"+plus"), Ok(0));
+    assert_eq!(get_str(&f, b"t11-key"), Ok(b"+plus".to_vec()), "ioctl 4 can store a leading '+'");
+}
+
+fn unknown_commands_are_enotty(ctx: &Ctx) {
+    let f = open(ctx);
+    let mut buf = vec![0u8; 4096];
+    for cmd in [6u32, 7, 42, 0x1234, 0xdead_beef, abi::IOC_GET + 0x100, abi::IOC_SYNC + 1] {
+        assert_eq!(ioctl_buf(&f, cmd, &mut buf), Err(ENOTTY), "command {cmd:#x}");
+    }
+    // Command 2 is FIGETBSZ: the kernel answers it for every file; it never reaches hpkvd.
+    let mut block = 0i32;
+    assert_eq!(ioctl(&f, 2, (&mut block as *mut i32).cast()), Ok(0));
+}
+
+fn every_command_on_any_open_fd(ctx: &Ctx) {
+    for flags in [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC] {
+        let f = OpenOptions::new()
+            .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+            .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+            .custom_flags(flags & !libc::O_ACCMODE)
+            .open(&ctx.device)
+            .unwrap();
+        let key = format!("t12-{flags}");
+        assert_eq!(insert(&f, key.as_bytes(), b"v"), Ok(0), "INSERT on flags {flags:#x}");
+        assert_eq!(get_str(&f, key.as_bytes()), Ok(b"v".to_vec()), "GET on flags {flags:#x}");
+        assert_eq!(delete_readme(&f, key.as_bytes()), Ok(0), "DELETE on flags {flags:#x}");
+    }
+}
+
+fn purge_removes_everything_arg_ignored(ctx: &Ctx) {
+    let f = open(ctx);
+    for i in 0..20 {
+        assert!(write(&f, format!("t13-{i}:v").as_bytes()).is_ok());
+    }
+    assert_eq!(ioctl(&f, abi::CMD_PURGE, 0xdead_beef_usize as *mut c_void), Ok(0), "arg is ignored");
+    assert_eq!(read_all(&open(ctx), 4096), b"");
+    assert_eq!(get_readme(&f, b"t13-1", 16).err(), Some(ENOENT));
+    let s = stats(&f);
+    assert_eq!((s.records, s.disk_usage_bytes), (0, 0));
+}
+
+fn listing_in_key_order_a_few_bytes_at_a_time(ctx: &Ctx) {
+    let f = open(ctx);
+    purge(&f);
+    for (k, v) in [("b", "2"), ("ab", "x:y"), ("a", "1"), ("aa", "multi\nline"), ("a\u{7f}", "7")] {
+        assert!(write(&f, format!("{k}:{v}").as_bytes()).is_ok());
+    }
+    // Bytewise order: "ab" (0x62) sorts before "a\x7f".
+    let want = b"a:1\naa:multi\nline\nab:x:y\n\x61\x7f:7\nb:2\n".to_vec();
+    for chunk in [1usize, 2, 3, 5, 8, 4096] {
+        assert_eq!(read_all(&open(ctx), chunk), want, "read {chunk} bytes at a time");
+    }
+}
+
+fn listing_cursor_is_per_open_file(ctx: &Ctx) {
+    let f = open(ctx);
+    purge(&f);
+    for i in 0..10 {
+        assert!(write(&f, format!("c{i}:v{i}").as_bytes()).is_ok());
+    }
+    let (mut a, mut b) = (open(ctx), open(ctx));
+    let mut buf = [0u8; 5];
+    let mut got_a = vec![];
+    let mut got_b = vec![];
+    loop {
+        let na = a.read(&mut buf).unwrap();
+        got_a.extend_from_slice(&buf[..na]);
+        let nb = b.read(&mut buf[..3]).unwrap();
+        got_b.extend_from_slice(&buf[..nb]);
+        if na == 0 && nb == 0 {
+            break;
+        }
+    }
+    let want: Vec<u8> = (0..10).flat_map(|i| format!("c{i}:v{i}\n").into_bytes()).collect();
+    assert_eq!(got_a, want);
+    assert_eq!(got_b, want);
+}
+
+fn stats_extension_counts_match_listing(ctx: &Ctx) {
+    let f = open(ctx);
+    purge(&f);
+    for (k, v) in [("s1", "abc"), ("s2", "de"), ("s3", "f")] {
+        assert!(write(&f, format!("{k}:{v}").as_bytes()).is_ok());
+    }
+    let s = stats(&f);
+    assert_eq!((s.records, s.disk_usage_bytes), (3, 6));
+    assert!(s.device_size_bytes > 0);
+    assert_eq!(s.abi_profile, abi::ABI_README);
+    assert_eq!(s.proc_text().lines().count(), 3);
+}
+
+fn concurrent_threads(ctx: &Ctx) {
+    let threads = 8;
+    let per = 150;
+    let device = Arc::new(ctx.device.clone());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let device = device.clone();
+            std::thread::spawn(move || {
+                let f = OpenOptions::new().read(true).write(true).open(&*device).unwrap();
+                for i in 0..per {
+                    let key = format!("thr{t}-{i}");
+                    let line = format!("{key}:value-{t}-{i}");
+                    assert_eq!(write(&f, line.as_bytes()), Ok(line.len()));
+                    assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("value-{t}-{i}").into_bytes()));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a writer thread failed");
+    }
+    let f = open(ctx);
+    for t in 0..threads {
+        for i in (0..per).step_by(7) {
+            assert_eq!(get_str(&f, format!("thr{t}-{i}").as_bytes()), Ok(format!("value-{t}-{i}").into_bytes()));
+        }
+    }
+}
+
+fn concurrent_processes(ctx: &Ctx) {
+    let me = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|p| {
+            std::process::Command::new(&me)
+                .args(["worker", "--device", &ctx.device, "--prefix", &format!("proc{p}-"), "--count", "200"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a worker process failed");
+    }
+    let f = open(ctx);
+    for p in 0..4 {
+        for i in (0..200).step_by(9) {
+            let key = format!("proc{p}-{i}");
+            assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("v-{key}").into_bytes()));
+        }
+    }
+}
+
+/// A worker process: writes and reads its own keys, overwriting and appending as it goes.
+fn worker(ctx: &Ctx, prefix: &str, count: usize) {
+    let f = open(ctx);
+    for i in 0..count {
+        let key = format!("{prefix}{i}");
+        assert_eq!(write(&f, format!("{key}:v-").as_bytes()), Ok(key.len() + 3));
+        let append = format!("{key}:+{key}");
+        assert_eq!(write(&f, append.as_bytes()), Ok(append.len()));
+        assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("v-{key}").into_bytes()));
+    }
+}
+
+// ------------------------------------------------------------------------ v1.3 profile
+
+fn v13_key(key: &[u8], cap: usize) -> Vec<u8> {
+    let mut b = vec![0xAAu8; cap.max(2 + key.len())];
+    b[..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    b[2..2 + key.len()].copy_from_slice(key);
+    b
+}
+
+fn v13_get(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
+    let mut b = v13_key(key, cap);
+    ioctl_buf(f, abi::CMD_GET, &mut b)?;
+    let len = u64::from_le_bytes(b[2..10].try_into().unwrap()) as usize;
+    assert_eq!(b.get(10 + len).copied().unwrap_or(0xAA), 0xAA, "no NUL after a v1.3 value");
+    Ok(b[10..10 + len].to_vec())
+}
+
+fn v13_get_layout(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(insert(&f, b"v13-a", b"value\0with nul"), Ok(0));
+    assert_eq!(v13_get(&f, b"v13-a", 64), Ok(b"value\0with nul".to_vec()));
+    let mut b = v13_key(b"v13-missing", 64);
+    let before = b.clone();
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut b), Err(ENOENT));
+    assert_eq!(b, before, "ENOENT leaves the buffer as it was");
+    assert_eq!(stats(&f).abi_profile, abi::ABI_V13);
+}
+
+fn v13_delete_and_errnos(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(insert(&f, b"v13-d", b"x"), Ok(0));
+    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)), Ok(0));
+    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)), Err(ENOENT));
+    let mut zero = v13_key(b"", 16);
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut zero), Err(EINVAL), "key_len 0");
+    let mut big = vec![0u8; 1024];
+    big[..2].copy_from_slice(&513u16.to_le_bytes());
+    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut big), Err(EINVAL), "key_len 513");
+    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut big), Err(EINVAL));
+    assert_eq!(ioctl(&f, abi::CMD_GET, std::ptr::null_mut()), Err(EFAULT));
+}
+
+fn v13_512_byte_key_and_large_value(ctx: &Ctx) {
+    let f = open(ctx);
+    let key = vec![b'q'; 512];
+    let value: Vec<u8> = (0..abi::VALUE_MAX).map(|i| (i % 256) as u8).collect();
+    assert_eq!(insert(&f, &key, &value), Ok(0));
+    assert_eq!(v13_get(&f, &key, 10 + abi::VALUE_MAX + 8), Ok(value));
+}
+
+fn v13_write_and_insert_unchanged(ctx: &Ctx) {
+    let f = open(ctx);
+    assert_eq!(write(&f, b"v13-w:abc"), Ok(9));
+    assert_eq!(write(&f, b"v13-w:+def"), Ok(10));
+    assert_eq!(v13_get(&f, b"v13-w", 64), Ok(b"abcdef".to_vec()));
+    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"v13-w", b"g")), Ok(0));
+    assert_eq!(v13_get(&f, b"v13-w", 64), Ok(b"abcdefg".to_vec()));
+}
+
+// ------------------------------------------------------------------------ restart / kill -9
+
+/// Writes records one by one, appending each key to `log` once its write returned.
+fn writer(ctx: &Ctx, log: &str, count: usize) {
+    let f = open(ctx);
+    let mut log = OpenOptions::new().create(true).append(true).open(log).unwrap();
+    for i in 0..count {
+        let line = format!("kill-{i}:{}", value_for(i));
+        match write(&f, line.as_bytes()) {
+            Ok(_) => writeln!(log, "kill-{i}").unwrap(),
+            Err(e) => {
+                eprintln!("writer: write {i} failed with errno {e} (the daemon is gone)");
+                return;
+            }
+        }
+    }
+}
+
+fn value_for(i: usize) -> String {
+    format!("acknowledged-{i}-{}", "x".repeat(i % 300))
+}
+
+fn verify_log(ctx: &Ctx, log: &str) {
+    let f = open(ctx);
+    let keys = std::fs::read_to_string(log).unwrap();
+    let mut n = 0;
+    for key in keys.lines() {
+        let i: usize = key.trim_start_matches("kill-").parse().unwrap();
+        match get_str(&f, key.as_bytes()) {
+            Ok(v) if v == value_for(i).into_bytes() => n += 1,
+            other => {
+                println!("HPKV-RESULT FAIL kill9:acknowledged-writes-survive {key} lost after kill -9: {other:?}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("HPKV-RESULT PASS kill9:acknowledged-writes-survive ({n} acknowledged writes checked)");
+}
+
+/// After a reboot: the kill -9 test stored how many writes were acknowledged before the
+/// kill ("kill9-count"); writes are sequential, so those are kill-0 .. kill-(count - 1).
+fn verify_count(ctx: &Ctx) {
+    let f = open(ctx);
+    let count: usize = String::from_utf8(get_str(&f, b"kill9-count").expect("kill9-count")).unwrap().parse().unwrap();
+    for i in 0..count {
+        let key = format!("kill-{i}");
+        if get_str(&f, key.as_bytes()) != Ok(value_for(i).into_bytes()) {
+            eprintln!("verify-count: {key} is missing or wrong");
+            std::process::exit(1);
+        }
+    }
+    eprintln!("verify-count: {count} records checked");
+}
+
+fn fill(ctx: &Ctx, prefix: &str, count: usize) {
+    let f = open(ctx);
+    for i in 0..count {
+        let line = format!("{prefix}{i}:{}", value_for(i));
+        assert_eq!(write(&f, line.as_bytes()), Ok(line.len()));
+    }
+}
+
+fn check(ctx: &Ctx, prefix: &str, count: usize) {
+    let f = open(ctx);
+    for i in 0..count {
+        let key = format!("{prefix}{i}");
+        if get_str(&f, key.as_bytes()) != Ok(value_for(i).into_bytes()) {
+            eprintln!("check: {key} is missing or wrong");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# tests/vm/suite/run.sh — the hpkv VM suite: the real /dev/hpkv, served by hpkvd through CUSE inside
+# a VM whose kernel has CUSE (the host's has not).
+#
+# Usage: tests/vm/suite/run.sh [--verbose] [--one-boot]
+# Builds hpkvd, hpkvctl and the test programs (release), compiles the C examples with the host's gcc,
+# then boots the VM twice on one disk (target/vm/suite-disk.img):
+#   boot 1: udev rule, the seed README example, the ABI suite (tests/device_suite.rs), extensions,
+#           restart, kill -9, refusals, the v1.3 profile;
+#   boot 2: everything acknowledged in boot 1 is still there.
+# Prints "N passed, M failed" (both boots) as its last line; exit status 0 iff M == 0.
+set -euo pipefail
+trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+. "$here/../common.sh"
+
+one_boot=0
+vm_opts=()
+for arg in "$@"; do
+    case $arg in
+        --one-boot) one_boot=1 ;;
+        --verbose) vm_opts+=(--verbose) ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) hpkv_die "unknown argument: $arg" ;;
+    esac
+done
+
+t0=$(date +%s)
+hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
+cd "$HPKV_REPO"
+
+out=$HPKV_REPO/target/vm
+payload=$out/suite-payload
+rm -rf "$payload"
+mkdir -p "$payload"
+
+hpkv_log "building hpkvd, hpkvctl and the test programs (release)"
+cargo build --release --bins --quiet
+cp target/release/hpkvd target/release/hpkvctl "$payload/"
+# Test targets: the executables cargo reports, copied under their target names.
+cargo test --release --no-run --quiet --test device_suite --message-format=json-render-diagnostics 2>/dev/null |
+    python3 -c '
+import json, shutil, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"])
+' "$payload"
+[ -x "$payload/device_suite" ] || hpkv_die "the device_suite test program was not built"
+
+hpkv_log "compiling the C examples"
+# The seed README's example, unmodified, built as its README says: plain gcc.
+gcc -o "$payload/readme_example" examples/readme_example.c
+for src in examples/*.c; do
+    name=$(basename "$src" .c)
+    [ "$name" = readme_example ] && continue
+    gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/$name" "$src"
+done
+install -m 0755 "$here/guest-main" "$payload/guest-main"
+
+total_pass=0 total_fail=0
+boot() {
+    local outf rc=0 last
+    outf=$(mktemp)
+    "$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --disk "$out/suite-disk.img" --disk-size 256M \
+        --timeout 900 "${vm_opts[@]+"${vm_opts[@]}"}" "$@" | tee "$outf" || rc=$?
+    last=$(tail -n 1 "$outf")
+    rm -f "$outf"
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        total_pass=$((total_pass + BASH_REMATCH[1]))
+        total_fail=$((total_fail + BASH_REMATCH[2]))
+    else
+        echo "HPKV-RESULT FAIL suite:runner run-vm.sh exited $rc without a summary line"
+        total_fail=$((total_fail + 1))
+    fi
+}
+
+boot --name suite-boot1 --fresh-disk --append-cmdline "HPKV_PHASE=1"
+if [ "$one_boot" = 0 ]; then
+    boot --name suite-boot2 --append-cmdline "HPKV_PHASE=2"
+fi
+echo "vm suite: $(($(date +%s) - t0)) s in all"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ] && [ "$total_pass" -gt 0 ]
