@@ -204,6 +204,8 @@ pub(crate) struct Committer {
     /// Written but not flushed (write-behind mode).
     unflushed_writes: u32,
     oldest_unflushed: Option<Instant>,
+    /// An I/O error met while moving the log to a new segment in the middle of the batch.
+    staging_error: Option<Error>,
 }
 
 impl Committer {
@@ -218,6 +220,7 @@ impl Committer {
             next_seq,
             unflushed_writes: 0,
             oldest_unflushed: None,
+            staging_error: None,
         }
     }
 
@@ -426,8 +429,13 @@ impl Committer {
             // Flush before the log moves on (a no-op cost in Sync mode, where the batch
             // flushes anyway): unflushed writes then always sit in one segment, so a crash
             // in write-behind mode loses a suffix of the acknowledged writes, never a middle.
+            // Records of the current batch in the old segment are not counted in
+            // `unflushed_writes` yet, so write-behind flushes even when it is zero: otherwise
+            // a crash could keep the batch's later records (in the new segment) and lose
+            // its earlier ones.
+            let write_behind = self.shared.config.durability != Durability::Sync;
             let flushed = w.write_out(&self.shared).and_then(|_| {
-                if self.unflushed_writes > 0 {
+                if self.unflushed_writes > 0 || write_behind {
                     self.unflushed_writes = 0;
                     self.oldest_unflushed = None;
                     self.shared.device_flush()
@@ -437,7 +445,11 @@ impl Committer {
             });
             if let Err(e) = flushed {
                 self.shared.enter_read_only(&e);
-                return Err(e.into());
+                let err = Error::from(e);
+                // The batch's records staged before this one were in `w` and may not be on
+                // the device: the whole batch fails (see `commit_batch`).
+                self.staging_error = Some(err.clone());
+                return Err(err);
             }
             self.spare = Some(w.into_buf());
             self.shared.kick_compaction();
@@ -488,9 +500,14 @@ impl Committer {
             .iter()
             .filter(|s| matches!(s, Staged::Record { .. }))
             .count() as u32;
-        let mut io = Ok(());
-        if let Some(w) = self.log.as_mut() {
-            io = w.write_out(&self.shared);
+        // A failure while staging (moving the log to a new segment) fails the whole batch:
+        // records staged before it may never have reached the device.
+        let mut io = match self.staging_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        if let Some(w) = self.log.as_mut().filter(|_| io.is_ok()) {
+            io = w.write_out(&self.shared).map_err(Error::from);
             if io.is_ok() {
                 let (segment, fill) = (w.segment, w.fill() as u32);
                 self.shared.space.lock().note_written(segment, fill);
@@ -514,13 +531,12 @@ impl Committer {
             }
         };
         if io.is_ok() && flush && (self.unflushed_writes > 0 || force_flush) {
-            io = self.shared.device_flush();
+            io = self.shared.device_flush().map_err(Error::from);
             self.unflushed_writes = 0;
             self.oldest_unflushed = None;
         }
-        if let Err(e) = io {
-            self.shared.enter_read_only(&e);
-            let err = Error::from(e);
+        if let Err(err) = io {
+            self.shared.enter_read_only(&err);
             for s in staged.drain(..) {
                 match s {
                     Staged::Record { done, .. } => done(Err(err.clone())),
