@@ -98,6 +98,12 @@ fn output_room(st: &CompactionState) -> Option<u64> {
     st.output.as_ref().map(|w| w.room() as u64)
 }
 
+/// At or below this many free segments, space is short: compaction takes any victim that
+/// reclaims something, and a restart resumes the user log in place.
+pub(crate) fn low_free_segments(total: u32) -> usize {
+    (total as usize / 10).max(3)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Whatever reclaims anything.
@@ -123,7 +129,7 @@ fn choose_victim(shared: &Shared, output_room: Option<u64>, mode: Mode) -> Optio
             let used = (total - free) * shared.segment_size;
             // The log may hold up to twice the live data, plus the open segments and slack.
             let amplified = used > 2 * index.total_live_bytes() + 4 * shared.segment_size;
-            if free <= (total / 10).max(3) {
+            if free <= low_free_segments(total as u32) as u64 {
                 Mode::ShortOfSpace
             } else if amplified {
                 Mode::Normal
@@ -214,9 +220,19 @@ fn round(shared: &Shared, mode: Mode) -> Result<bool, Error> {
         st.read_buf = Some(buf);
         return Err(e.into());
     }
+    let Some(header) = SegmentHeader::decode(&buf[..block]).filter(|h| {
+        h.uuid == shared.uuid
+            && h.state == SegmentState::Log
+            && h.current_incarnation() == info.incarnation
+    }) else {
+        let what = format!("segment {victim}: its header is unreadable");
+        st.read_buf = Some(buf);
+        shared.enter_read_only(&what);
+        return Err(Error::Corrupt(what));
+    };
     let records = &buf[block..info.written as usize];
     let mut plans = Vec::new();
-    let mut scanner = format::Scanner::new(records, shared.seed, info.incarnation);
+    let mut scanner = format::Scanner::with_runs(records, shared.seed, header.runs(block));
     {
         let index = shared.index.read();
         for (offset, r) in scanner.by_ref() {
@@ -402,13 +418,9 @@ fn finish_round(
         std::thread::sleep(Duration::from_micros(50));
     }
     let mut erased = AlignedBuf::zeroed(block)?;
-    let header = SegmentHeader {
-        uuid: shared.uuid,
-        incarnation: info.incarnation,
-        state: SegmentState::Free,
-        first_seq: 0,
-    };
-    erased[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+    // A free header keeps the last incarnation, so incarnations never go back.
+    let free = SegmentHeader::new(shared.uuid, info.incarnation, SegmentState::Free, 0);
+    erased[..format::SEGMENT_HEADER_LEN].copy_from_slice(&free.encode());
     if let Err(e) = shared
         .device_write(&erased, base)
         .and_then(|_| shared.device_flush())

@@ -464,8 +464,9 @@ impl Engine {
             started,
             config,
         });
+        let log = recovery::resume_log(&shared).map_err(OpenError::Io)?;
         let (tx, rx) = bounded(QUEUE_DEPTH_MAX);
-        let committer = writer::Committer::new(shared.clone(), rx);
+        let committer = writer::Committer::new(shared.clone(), rx, log);
         let committer = std::thread::Builder::new()
             .name("hpkv-commit".into())
             .spawn(move || committer.run())

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::device::{AlignedBuf, BlockDevice};
+use super::device::{align_up, AlignedBuf, BlockDevice};
 use super::format::{self, SegmentHeader, SegmentState, Superblock};
 use super::index::{Index, Loc};
 use super::space::{SegInfo, SegState, Space};
-use super::writer::write_superblock;
-use super::{snapshot, uuid_string, Config, OpenError};
+use super::writer::{write_superblock, SegmentWriter};
+use super::{snapshot, uuid_string, Config, OpenError, Shared};
 
 pub(crate) struct Recovered {
     pub sb: Superblock,
@@ -163,9 +163,9 @@ pub(crate) fn scan(
     for segment in 0..sb.segment_count {
         dev.read_at(&mut block, sb.segment_offset(segment))?;
         if let Some(h) = SegmentHeader::decode(&block).filter(|h| h.uuid == sb.uuid) {
-            max_incarnation = max_incarnation.max(h.incarnation);
+            max_incarnation = max_incarnation.max(h.current_incarnation());
             if h.state == SegmentState::Log {
-                logs.push((segment, h.incarnation));
+                logs.push((segment, h));
             }
         }
     }
@@ -184,9 +184,10 @@ pub(crate) fn scan(
     let mut space = Space::new(sb.segment_count, max_incarnation);
     let mut buf = AlignedBuf::zeroed(sb.segment_size as usize)?;
     let (mut max_seq, mut records, mut torn) = (sb.purge_seq, 0u64, 0u32);
-    for (i, &(segment, incarnation)) in logs.iter().enumerate() {
+    for (i, (segment, header)) in logs.iter().enumerate() {
+        let (segment, incarnation) = (*segment, header.current_incarnation());
         dev.read_at(&mut buf, sb.segment_offset(segment))?;
-        let mut scanner = format::Scanner::new(&buf[bs..], seed, incarnation);
+        let mut scanner = format::Scanner::with_runs(&buf[bs..], seed, header.runs(bs));
         let mut any = false;
         for (offset, r) in scanner.by_ref() {
             records += 1;
@@ -238,4 +239,62 @@ pub(crate) fn scan(
         space,
         next_seq: max_seq + 1,
     })
+}
+
+/// On a device short of free segments, picks up the user log where it stopped: the sealed
+/// segment with the most room left is reopened for writing, so the restart wastes no space
+/// and a full device keeps its room for deletes. (With free segments to spare, the log
+/// starts a fresh segment and the partly filled ones stay sealed, for compaction to merge.)
+/// The resumed segment's header gets a resumption: records from its current end on carry a
+/// new incarnation, so whatever a torn write left past that end is never read as a record.
+/// The header is on stable media before any record is written there.
+pub(crate) fn resume_log(shared: &Shared) -> std::io::Result<Option<SegmentWriter>> {
+    let block = shared.block_size as usize;
+    let space = shared.space.lock();
+    if space.free_count() > super::compaction::low_free_segments(space.segment_count()) {
+        return Ok(None);
+    }
+    let candidate = space
+        .sealed()
+        .map(|(s, info)| (shared.segment_size - info.written as u64, s, info))
+        .filter(|&(room, _, _)| room >= 4 * block as u64)
+        .max_by_key(|&(room, s, _)| (room, std::cmp::Reverse(s)));
+    drop(space);
+    let Some((_, segment, info)) = candidate else {
+        return Ok(None);
+    };
+    let base = shared.segment_base(segment);
+    let mut buf = AlignedBuf::zeroed(shared.segment_size as usize)?;
+    let extent = align_up(info.written as u64, block as u64) as usize;
+    shared.dev.read_at(&mut buf[..extent], base)?;
+    let Some(header) = SegmentHeader::decode(&buf[..block]).filter(|h| {
+        h.uuid == shared.uuid
+            && h.state == SegmentState::Log
+            && h.current_incarnation() == info.incarnation
+    }) else {
+        log::warn!("segment {segment}: header unreadable; not resuming it");
+        return Ok(None);
+    };
+    if header.resumed as usize >= format::RESUMPTIONS_MAX {
+        return Ok(None);
+    }
+    let incarnation = shared.space.lock().resume(segment);
+    let resumed = header
+        .resume(info.written, incarnation)
+        .expect("checked above");
+    let mut first = AlignedBuf::zeroed(block)?;
+    first[..format::SEGMENT_HEADER_LEN].copy_from_slice(&resumed.encode());
+    shared.device_write(&first, base)?;
+    shared.device_flush()?;
+    log::debug!(
+        "resumed segment {segment} at byte {} with incarnation {incarnation}",
+        info.written
+    );
+    Ok(Some(SegmentWriter::resume(
+        shared,
+        buf,
+        segment,
+        &resumed,
+        info.written as usize,
+    )))
 }

@@ -80,12 +80,12 @@ pub(crate) fn write_at_shutdown(shared: &Shared) -> io::Result<()> {
     let mut buf = AlignedBuf::zeroed(shared.segment_size as usize)?;
     for (i, chunk) in stream.chunks(capacity).enumerate() {
         let segment = first + i as u32;
-        let header = SegmentHeader {
-            uuid: shared.uuid,
-            incarnation: space.seg(segment).incarnation,
-            state: SegmentState::Snapshot,
-            first_seq: 0,
-        };
+        let header = SegmentHeader::new(
+            shared.uuid,
+            space.seg(segment).incarnation,
+            SegmentState::Snapshot,
+            0,
+        );
         buf.fill(0);
         buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
         buf[bs..bs + chunk.len()].copy_from_slice(chunk);
@@ -134,7 +134,7 @@ pub(crate) fn load(
         let h = SegmentHeader::decode(&buf[..bs])
             .filter(|h| h.uuid == sb.uuid && h.state == SegmentState::Snapshot)
             .ok_or_else(|| format!("segment {segment} is not part of a snapshot"))?;
-        max_incarnation = max_incarnation.max(h.incarnation);
+        max_incarnation = max_incarnation.max(h.current_incarnation());
         stream.extend_from_slice(&buf[bs..bs + want]);
     }
     if stream.len() as u64 != snap.bytes || format::crc(&stream) != snap.crc {

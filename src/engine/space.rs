@@ -156,6 +156,22 @@ impl Space {
         Some(first)
     }
 
+    /// Reopens a sealed segment for writing after a restart (the user log goes on where it
+    /// stopped); returns the incarnation its new records carry.
+    pub fn resume(&mut self, segment: u32) -> u32 {
+        let s = &mut self.segs[segment as usize];
+        assert_eq!(
+            s.state,
+            SegState::Sealed,
+            "only a sealed segment is resumed"
+        );
+        let incarnation = self.next_incarnation;
+        self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
+        s.state = SegState::Active;
+        s.incarnation = incarnation;
+        incarnation
+    }
+
     /// The segment is full (or its writer stopped): it becomes read-only.
     pub fn seal(&mut self, segment: u32, written: u32) {
         let s = &mut self.segs[segment as usize];

@@ -96,12 +96,7 @@ impl SegmentWriter {
         first_seq: u64,
     ) -> SegmentWriter {
         debug_assert_eq!(buf.len() as u64, shared.segment_size);
-        let header = SegmentHeader {
-            uuid: shared.uuid,
-            incarnation,
-            state: SegmentState::Log,
-            first_seq,
-        };
+        let header = SegmentHeader::new(shared.uuid, incarnation, SegmentState::Log, first_seq);
         buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
         SegmentWriter {
             segment,
@@ -112,6 +107,32 @@ impl SegmentWriter {
             buf,
             fill: shared.block_size as usize,
             written: 0,
+        }
+    }
+
+    /// Resumes a segment after a restart: `buf` holds the segment as read from the device,
+    /// its records end at `fill`, and `header` (already on the device) says that records
+    /// from `fill` on carry `header.current_incarnation()`.
+    pub fn resume(
+        shared: &Shared,
+        mut buf: AlignedBuf,
+        segment: u32,
+        header: &SegmentHeader,
+        fill: usize,
+    ) -> SegmentWriter {
+        debug_assert_eq!(buf.len() as u64, shared.segment_size);
+        // Whatever followed the records (torn leftovers) goes; zeros end the log cleanly.
+        buf[fill..].fill(0);
+        buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        SegmentWriter {
+            segment,
+            incarnation: header.current_incarnation(),
+            seed: shared.seed,
+            base: shared.segment_base(segment),
+            block: shared.block_size as usize,
+            buf,
+            fill,
+            written: fill,
         }
     }
 
@@ -209,12 +230,13 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub fn new(shared: Arc<Shared>, rx: Receiver<Msg>) -> Committer {
+    /// `log`: the segment the user log resumes in (see recovery::resume_log).
+    pub fn new(shared: Arc<Shared>, rx: Receiver<Msg>, log: Option<SegmentWriter>) -> Committer {
         let next_seq = shared.next_seq.load(Ordering::SeqCst);
         Committer {
             shared,
             rx,
-            log: None,
+            log,
             spare: None,
             filled: Vec::new(),
             next_seq,
@@ -466,7 +488,23 @@ impl Committer {
                 break got;
             }
             if Instant::now() >= deadline || !super::compaction::compact_for_space(&self.shared)? {
-                return Err(Error::NoSpace);
+                // Deletes keep working on a full device: as a last resort a delete may take
+                // the segment kept for compaction. Its tombstones make the deleted values
+                // dead, and a segment left with no live record is erased without needing
+                // an output segment, which gives compaction room again.
+                let last = if purpose == Purpose::Delete {
+                    let mut space = self.shared.space.lock();
+                    space.allocate(Purpose::Compaction, SegState::Active, &self.shared.pins)
+                } else {
+                    None
+                };
+                match last {
+                    Some(got) => {
+                        log::warn!("the device is full: deletes are using the last free segment");
+                        break got;
+                    }
+                    None => return Err(Error::NoSpace),
+                }
             }
         };
         let buf = match self.spare.take() {
