@@ -210,6 +210,16 @@ pub struct RangeRequest<'a> {
     pub header: &'a [u8],
 }
 
+/// No command names an area that ends further than this past `arg`.
+const ARG_SPAN_MAX: u64 = 32 * GRANULE;
+const _: () = assert!((RANGE_STRUCT_SIZE + RANGE_CAPACITY_MAX) as u64 <= ARG_SPAN_MAX);
+
+/// A null `arg`, or one so close to the top of the address space that the areas named from
+/// it would wrap around (no user memory is there: the kernel would answer EFAULT anyway).
+fn bad_arg(arg: u64) -> bool {
+    arg == 0 || arg > u64::MAX - ARG_SPAN_MAX
+}
+
 fn granule_rest(addr: u64) -> u64 {
     GRANULE - addr % GRANULE
 }
@@ -238,7 +248,7 @@ pub fn decode_ioctl(
         CMD_PURGE => Decoded::Ready(Command::Purge),
         CMD_GET | CMD_DELETE => {
             let get = cmd == CMD_GET;
-            if arg == 0 {
+            if bad_arg(arg) {
                 return Decoded::Fail(Errno::EFAULT);
             }
             let output = match (get, profile) {
@@ -261,7 +271,7 @@ pub fn decode_ioctl(
             }
         }
         CMD_INSERT | CMD_PARTIAL_UPDATE => {
-            if arg == 0 {
+            if bad_arg(arg) {
                 return Decoded::Fail(Errno::EFAULT);
             }
             if input.len() < KV_HEADER_SIZE {
@@ -295,7 +305,7 @@ pub fn decode_ioctl(
             })
         }
         IOC_GET => {
-            if arg == 0 {
+            if bad_arg(arg) {
                 return Decoded::Fail(Errno::EFAULT);
             }
             if input.len() < GET_STRUCT_SIZE {
@@ -321,7 +331,7 @@ pub fn decode_ioctl(
             })
         }
         IOC_RANGE => {
-            if arg == 0 {
+            if bad_arg(arg) {
                 return Decoded::Fail(Errno::EFAULT);
             }
             if input.len() < RANGE_STRUCT_SIZE {
@@ -356,7 +366,7 @@ pub fn decode_ioctl(
             }))
         }
         IOC_STATS => {
-            if arg == 0 {
+            if bad_arg(arg) {
                 return Decoded::Fail(Errno::EFAULT);
             }
             if first_round || out_size < STATS_STRUCT_SIZE {
@@ -426,7 +436,7 @@ pub struct ValueReply {
 
 /// Builds the reply to GET (command 0) for a value of `value_len` bytes, given this round's
 /// output size; `Err(retry)` when the value does not fit the output area offered (the key
-/// is fetched again and the exact room offered).
+/// is fetched again and the exact room offered). `arg` is one [`decode_ioctl`] accepted.
 pub fn get_reply(
     profile: Profile,
     arg: u64,
@@ -908,6 +918,41 @@ mod tests {
             (-libc::ERANGE, 11u64.to_le_bytes(), false)
         );
         assert_eq!(safe_get_reply(11, 11), (0, 11u64.to_le_bytes(), true));
+    }
+
+    /// Found by fuzz/decode_ioctl: an `arg` near the top of the address space made
+    /// `arg + offset` overflow (a panic with overflow checks, a wrapped area without).
+    #[test]
+    fn args_at_the_top_of_the_address_space_are_efault() {
+        for cmd in [
+            CMD_GET, CMD_DELETE, CMD_INSERT, IOC_GET, IOC_RANGE, IOC_STATS,
+        ] {
+            for profile in [Profile::Readme, Profile::V13] {
+                for arg in [u64::MAX, u64::MAX - 255, u64::MAX - ARG_SPAN_MAX + 1] {
+                    assert_eq!(
+                        decode_ioctl(profile, cmd, arg, &[], 0),
+                        Decoded::Fail(Errno::EFAULT),
+                        "{cmd:#x} at {arg:#x}"
+                    );
+                }
+            }
+        }
+        // The highest accepted argument names areas that do not wrap.
+        let arg = u64::MAX - ARG_SPAN_MAX;
+        let Decoded::Retry(r) = decode_ioctl(Profile::V13, IOC_RANGE, arg, &[], 0) else {
+            panic!("RANGE at the highest argument");
+        };
+        assert!(r.output.iter().all(|v| v.base.checked_add(v.len).is_some()));
+        assert!(get_reply(Profile::V13, arg, 5, 0, VALUE_MAX).is_err());
+        // PURGE and SYNC ignore their argument.
+        assert_eq!(
+            decode_ioctl(Profile::Readme, CMD_PURGE, u64::MAX, &[], 0),
+            Decoded::Ready(Command::Purge)
+        );
+        assert_eq!(
+            decode_ioctl(Profile::Readme, IOC_SYNC, u64::MAX, &[], 0),
+            Decoded::Ready(Command::Sync)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`ffi`]: every `unsafe` line.
 
 pub mod abi;
+pub mod client;
 pub mod cuse;
 pub mod device;
 pub mod engine;

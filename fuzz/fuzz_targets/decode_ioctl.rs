@@ -1,0 +1,189 @@
+//! `abi::decode_ioctl` (and `abi::get_reply`, which continues a GET) on anything a caller
+//! can pass: any profile, command (biased to the real ones), argument and memory.
+//!
+//! Two modes. One round with arbitrary input and output size: no panic, well-formed areas,
+//! `Ready` slices inside the input. And the whole retry protocol as the kernel drives it,
+//! over a fuzzed memory at a fuzzed address: every retry asks for at most 32 pages each
+//! way in at most 4 areas that do not wrap around, never for fewer input bytes than it was
+//! given, and the command completes (or fails) within 4 rounds.
+#![no_main]
+
+use hpkv::abi::{self, Command, Decoded, Iov, Profile, Retry};
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use nix::errno::Errno;
+
+const PAGE: u64 = 4096;
+/// CUSE's limit on the data of one ioctl, each way (FUSE_MAX_PAGES_PER_REQ pages).
+const MAX_BYTES: u64 = 32 * PAGE;
+const MAX_IOVS: usize = 4;
+const MAX_ROUNDS: usize = 4;
+
+fn command(u: &mut Unstructured) -> Result<u32> {
+    Ok(match u.int_in_range(0u8..=15)? {
+        n @ 0..=5 => n as u32,
+        6 | 7 => abi::IOC_GET,
+        8 | 9 => abi::IOC_RANGE,
+        10 => abi::IOC_STATS,
+        11 => abi::IOC_SYNC,
+        // A real number with one bit flipped: the size or direction field of an _IOC.
+        12 => abi::IOC_GET ^ (1 << u.int_in_range(0u32..=31)?),
+        13 => abi::IOC_RANGE ^ (1 << u.int_in_range(0u32..=31)?),
+        _ => u.arbitrary()?,
+    })
+}
+
+fn address(u: &mut Unstructured) -> Result<u64> {
+    Ok(match u.int_in_range(0u8..=4)? {
+        0 => 0,
+        // Near the end of a page, where keys straddle granules.
+        1 => 0x7f00_0000_0000 + u.int_in_range(0u64..=2 * PAGE)?,
+        // Near the top of the address space, where offsets could wrap.
+        2 => u64::MAX - u.int_in_range(0u64..=2 * MAX_BYTES)?,
+        _ => u.arbitrary()?,
+    })
+}
+
+fn total(v: &[Iov]) -> u64 {
+    v.iter().map(|i| i.len).sum()
+}
+
+fn check_retry(r: &Retry) {
+    assert!(r.input.len() <= MAX_IOVS && r.output.len() <= MAX_IOVS, "{r:?}");
+    for v in r.input.iter().chain(&r.output) {
+        assert!(v.base.checked_add(v.len).is_some(), "an area wraps around: {r:?}");
+    }
+    assert!(total(&r.input) <= MAX_BYTES, "input over 32 pages: {r:?}");
+    assert!(total(&r.output) <= MAX_BYTES, "output over 32 pages: {r:?}");
+}
+
+/// Every slice of a `Ready` command lies inside `input`.
+fn check_ready(cmd: &Command<'_>, input: &[u8]) {
+    let inside = |s: &[u8]| {
+        let (lo, hi) = (input.as_ptr() as usize, input.as_ptr() as usize + input.len());
+        let p = s.as_ptr() as usize;
+        s.is_empty() || (p >= lo && p + s.len() <= hi)
+    };
+    let slices: Vec<&[u8]> = match cmd {
+        Command::Get { key, key_span } => {
+            assert!(*key_span <= input.len() && key.len() < *key_span);
+            vec![key]
+        }
+        Command::Delete { key } | Command::SafeGet { key, .. } => vec![key],
+        Command::Insert { key, value } => vec![key, value],
+        Command::Append { key, suffix } => vec![key, suffix],
+        Command::Range(r) => {
+            assert!(r.capacity <= abi::RANGE_CAPACITY_MAX);
+            assert_eq!(r.header.len(), abi::RANGE_HEADER_SIZE);
+            vec![r.start, r.end, r.header]
+        }
+        Command::Purge | Command::Stats | Command::Sync => vec![],
+    };
+    for s in slices {
+        assert!(inside(s), "a slice outside the input: {cmd:?}");
+    }
+    match cmd {
+        Command::Get { key, .. } | Command::Delete { key } => assert!(!key.is_empty()),
+        Command::Insert { key, value: v } | Command::Append { key, suffix: v } => {
+            assert!((1..=abi::KEY_MAX).contains(&key.len()));
+            assert!((1..=abi::VALUE_MAX).contains(&v.len()));
+        }
+        Command::SafeGet { key, .. } => assert!((1..=abi::KEY_MAX).contains(&key.len())),
+        _ => {}
+    }
+}
+
+/// The caller's memory: `bytes` at `base`, unmapped elsewhere.
+struct Memory<'a> {
+    base: u64,
+    bytes: &'a [u8],
+}
+
+impl Memory<'_> {
+    fn gather(&self, areas: &[Iov]) -> std::result::Result<Vec<u8>, Errno> {
+        let mut out = vec![];
+        for v in areas {
+            let start = v.base.checked_sub(self.base).ok_or(Errno::EFAULT)?;
+            let end = start.checked_add(v.len).ok_or(Errno::EFAULT)?;
+            if end > self.bytes.len() as u64 {
+                return Err(Errno::EFAULT);
+            }
+            out.extend_from_slice(&self.bytes[start as usize..end as usize]);
+        }
+        Ok(out)
+    }
+}
+
+fn one_round(u: &mut Unstructured) -> Result<()> {
+    let profile = if u.arbitrary()? { Profile::Readme } else { Profile::V13 };
+    let cmd = command(u)?;
+    let arg = address(u)?;
+    let out_size = u.int_in_range(0usize..=2 * MAX_BYTES as usize)?;
+    let input = u.bytes(u.len())?;
+    match abi::decode_ioctl(profile, cmd, arg, input, out_size) {
+        Decoded::Retry(r) => check_retry(&r),
+        Decoded::Ready(c) => check_ready(&c, input),
+        Decoded::Fail(_) => {}
+    }
+    Ok(())
+}
+
+fn protocol(u: &mut Unstructured) -> Result<()> {
+    let profile = if u.arbitrary()? { Profile::Readme } else { Profile::V13 };
+    let cmd = command(u)?;
+    let base = address(u)?;
+    let offset = u.int_in_range(0u64..=PAGE)?;
+    let value_len = u.int_in_range(1usize..=abi::VALUE_MAX)?;
+    let memory = Memory {
+        base,
+        bytes: u.bytes(u.len())?,
+    };
+    let arg = base.wrapping_add(offset);
+    let mut input: Vec<u8> = vec![];
+    let mut out_size = 0usize;
+    for _round in 0..MAX_ROUNDS {
+        let mut after_ready = false;
+        let retry = match abi::decode_ioctl(profile, cmd, arg, &input, out_size) {
+            Decoded::Fail(_) => return Ok(()),
+            Decoded::Ready(c) => {
+                check_ready(&c, &input);
+                // A GET whose value does not fit asks again for exactly the room it needs.
+                let Command::Get { key_span, .. } = c else {
+                    return Ok(());
+                };
+                match abi::get_reply(profile, arg, key_span, out_size, value_len) {
+                    Ok(reply) => {
+                        assert!(reply.prefix.len() + value_len + reply.suffix.len() <= out_size);
+                        return Ok(());
+                    }
+                    Err(r) => {
+                        after_ready = true;
+                        r
+                    }
+                }
+            }
+            Decoded::Retry(r) => r,
+        };
+        check_retry(&retry);
+        assert!(
+            after_ready || total(&retry.input) >= input.len() as u64,
+            "a retry asks for less input than it had: {} < {}: {retry:?}",
+            total(&retry.input),
+            input.len()
+        );
+        input = match memory.gather(&retry.input) {
+            Ok(bytes) => bytes,
+            Err(_) => return Ok(()), // the kernel answers EFAULT
+        };
+        out_size = total(&retry.output) as usize;
+    }
+    panic!("command {cmd:#x} still retrying after {MAX_ROUNDS} rounds");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let _ = match u.arbitrary::<bool>() {
+        Ok(true) => protocol(&mut u),
+        _ => one_round(&mut u),
+    };
+});
