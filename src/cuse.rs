@@ -68,7 +68,9 @@ impl Server {
             return Err(StartError::NoCuse);
         }
         if Path::new("/sys/class/cuse").join(name).exists() {
-            return Err(StartError::Other(format!("another hpkvd is already serving /dev/{name}")));
+            return Err(StartError::Other(format!(
+                "another hpkvd is already serving /dev/{name}"
+            )));
         }
         let session = Arc::new(Session::new(name, handler).map_err(StartError::Other)?);
         let fd = session.fd();

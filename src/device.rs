@@ -120,7 +120,10 @@ impl HpkvDevice {
                 }
             }
             Command::Stats => {
-                let record = StatsRecord { abi_profile: self.profile.number(), ..stats_record(&self.engine.stats()) };
+                let record = StatsRecord {
+                    abi_profile: self.profile.number(),
+                    ..stats_record(&self.engine.stats())
+                };
                 reply.ioctl(0, &[&record.encode()]);
             }
         }

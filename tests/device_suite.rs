@@ -67,38 +67,98 @@ fn main() {
 fn run_suite(ctx: &Ctx, filters: &[String]) {
     let tests: Vec<(&str, TestFn)> = match ctx.profile {
         abi::Profile::Readme => vec![
-            ("write_upsert_returns_n_and_get_reads_it", write_upsert_returns_n_and_get_reads_it),
-            ("write_is_binary_safe_split_at_first_colon", write_is_binary_safe_split_at_first_colon),
-            ("write_echo_style_keeps_the_newline", write_echo_style_keeps_the_newline),
-            ("write_append_and_append_creates", write_append_and_append_creates),
+            (
+                "write_upsert_returns_n_and_get_reads_it",
+                write_upsert_returns_n_and_get_reads_it,
+            ),
+            (
+                "write_is_binary_safe_split_at_first_colon",
+                write_is_binary_safe_split_at_first_colon,
+            ),
+            (
+                "write_echo_style_keeps_the_newline",
+                write_echo_style_keeps_the_newline,
+            ),
+            (
+                "write_append_and_append_creates",
+                write_append_and_append_creates,
+            ),
             ("write_errnos", write_errnos),
-            ("write_limits_511_key_102399_value", write_limits_511_key_102399_value),
-            ("append_past_the_limit_is_emsgsize", append_past_the_limit_is_emsgsize),
-            ("get_writes_value_and_one_nul_only", get_writes_value_and_one_nul_only),
-            ("get_missing_is_enoent_buffer_untouched", get_missing_is_enoent_buffer_untouched),
-            ("get_and_delete_null_or_bad_pointer_efault", get_and_delete_null_or_bad_pointer_efault),
-            ("key_at_the_end_of_mapped_memory", key_at_the_end_of_mapped_memory),
-            ("get_no_nul_in_512_or_empty_key_einval", get_no_nul_in_512_or_empty_key_einval),
+            (
+                "write_limits_511_key_102399_value",
+                write_limits_511_key_102399_value,
+            ),
+            (
+                "append_past_the_limit_is_emsgsize",
+                append_past_the_limit_is_emsgsize,
+            ),
+            (
+                "get_writes_value_and_one_nul_only",
+                get_writes_value_and_one_nul_only,
+            ),
+            (
+                "get_missing_is_enoent_buffer_untouched",
+                get_missing_is_enoent_buffer_untouched,
+            ),
+            (
+                "get_and_delete_null_or_bad_pointer_efault",
+                get_and_delete_null_or_bad_pointer_efault,
+            ),
+            (
+                "key_at_the_end_of_mapped_memory",
+                key_at_the_end_of_mapped_memory,
+            ),
+            (
+                "get_no_nul_in_512_or_empty_key_einval",
+                get_no_nul_in_512_or_empty_key_einval,
+            ),
             ("get_511_byte_key", get_511_byte_key),
             ("value_of_102400_bytes", value_of_102400_bytes),
             ("delete_then_enoent", delete_then_enoent),
-            ("insert_512_byte_key_and_binary_value", insert_512_byte_key_and_binary_value),
-            ("insert_and_partial_update_errnos", insert_and_partial_update_errnos),
-            ("partial_update_appends_and_creates", partial_update_appends_and_creates),
+            (
+                "insert_512_byte_key_and_binary_value",
+                insert_512_byte_key_and_binary_value,
+            ),
+            (
+                "insert_and_partial_update_errnos",
+                insert_and_partial_update_errnos,
+            ),
+            (
+                "partial_update_appends_and_creates",
+                partial_update_appends_and_creates,
+            ),
             ("unknown_commands_are_enotty", unknown_commands_are_enotty),
             ("every_command_on_any_open_fd", every_command_on_any_open_fd),
-            ("purge_removes_everything_arg_ignored", purge_removes_everything_arg_ignored),
-            ("listing_in_key_order_a_few_bytes_at_a_time", listing_in_key_order_a_few_bytes_at_a_time),
-            ("listing_cursor_is_per_open_file", listing_cursor_is_per_open_file),
-            ("stats_extension_counts_match_listing", stats_extension_counts_match_listing),
+            (
+                "purge_removes_everything_arg_ignored",
+                purge_removes_everything_arg_ignored,
+            ),
+            (
+                "listing_in_key_order_a_few_bytes_at_a_time",
+                listing_in_key_order_a_few_bytes_at_a_time,
+            ),
+            (
+                "listing_cursor_is_per_open_file",
+                listing_cursor_is_per_open_file,
+            ),
+            (
+                "stats_extension_counts_match_listing",
+                stats_extension_counts_match_listing,
+            ),
             ("concurrent_threads", concurrent_threads),
             ("concurrent_processes", concurrent_processes),
         ],
         abi::Profile::V13 => vec![
             ("v13_get_layout", v13_get_layout),
             ("v13_delete_and_errnos", v13_delete_and_errnos),
-            ("v13_512_byte_key_and_large_value", v13_512_byte_key_and_large_value),
-            ("v13_write_and_insert_unchanged", v13_write_and_insert_unchanged),
+            (
+                "v13_512_byte_key_and_large_value",
+                v13_512_byte_key_and_large_value,
+            ),
+            (
+                "v13_write_and_insert_unchanged",
+                v13_write_and_insert_unchanged,
+            ),
         ],
     };
     let (mut passed, mut failed) = (0, 0);
@@ -106,7 +166,11 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        let prefix = if ctx.profile == abi::Profile::V13 { "v13:" } else { "" };
+        let prefix = if ctx.profile == abi::Profile::V13 {
+            "v13:"
+        } else {
+            ""
+        };
         match catch_unwind(AssertUnwindSafe(|| test(ctx))) {
             Ok(()) => {
                 passed += 1;
@@ -119,7 +183,10 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
                     .cloned()
                     .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                println!("HPKV-RESULT FAIL abi:{prefix}{name} {}", why.replace('\n', " "));
+                println!(
+                    "HPKV-RESULT FAIL abi:{prefix}{name} {}",
+                    why.replace('\n', " ")
+                );
             }
         }
     }
@@ -130,7 +197,11 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
 // ------------------------------------------------------------------------ helpers
 
 fn open(ctx: &Ctx) -> File {
-    OpenOptions::new().read(true).write(true).open(&ctx.device).unwrap_or_else(|e| panic!("open {}: {e}", ctx.device))
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ctx.device)
+        .unwrap_or_else(|e| panic!("open {}: {e}", ctx.device))
 }
 
 /// `write(fd, buf, n)`: Ok(n) or the errno.
@@ -167,7 +238,10 @@ fn get_readme(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
 /// The value through readme GET (value then NUL: the value may not contain NUL).
 fn get_str(f: &File, key: &[u8]) -> Result<Vec<u8>, i32> {
     let buf = get_readme(f, key, abi::VALUE_MAX + 2)?;
-    let nul = buf.iter().position(|&b| b == 0).expect("a NUL after the value");
+    let nul = buf
+        .iter()
+        .position(|&b| b == 0)
+        .expect("a NUL after the value");
     Ok(buf[..nul].to_vec())
 }
 
@@ -218,7 +292,10 @@ fn read_all(f: &File, chunk: usize) -> Vec<u8> {
     let mut buf = vec![0u8; chunk];
     loop {
         let n = f.read(&mut buf).expect("read");
-        assert!(n <= chunk, "read returned {n} bytes for a {chunk}-byte buffer");
+        assert!(
+            n <= chunk,
+            "read returned {n} bytes for a {chunk}-byte buffer"
+        );
         if n == 0 {
             return out;
         }
@@ -250,7 +327,10 @@ impl Guarded {
                 0,
             );
             assert_ne!(p, libc::MAP_FAILED);
-            assert_eq!(libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE), 0);
+            assert_eq!(
+                libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE),
+                0
+            );
             Guarded { base: p.cast() }
         }
     }
@@ -279,7 +359,11 @@ fn write_upsert_returns_n_and_get_reads_it(ctx: &Ctx) {
     assert_eq!(write(&f, b"t1-key:first"), Ok(12));
     assert_eq!(get_str(&f, b"t1-key"), Ok(b"first".to_vec()));
     assert_eq!(write(&f, b"t1-key:second"), Ok(13));
-    assert_eq!(get_str(&f, b"t1-key"), Ok(b"second".to_vec()), "an overwrite is seen at once (no stale read)");
+    assert_eq!(
+        get_str(&f, b"t1-key"),
+        Ok(b"second".to_vec()),
+        "an overwrite is seen at once (no stale read)"
+    );
 }
 
 fn write_is_binary_safe_split_at_first_colon(ctx: &Ctx) {
@@ -300,16 +384,28 @@ fn write_echo_style_keeps_the_newline(ctx: &Ctx) {
 fn write_append_and_append_creates(ctx: &Ctx) {
     let f = open(ctx);
     let _ = delete_readme(&f, b"t4-new");
-    assert_eq!(write(&f, b"t4-new:+more"), Ok(12), "append to a missing key creates it");
+    assert_eq!(
+        write(&f, b"t4-new:+more"),
+        Ok(12),
+        "append to a missing key creates it"
+    );
     assert_eq!(get_str(&f, b"t4-new"), Ok(b"more".to_vec()));
     assert_eq!(write(&f, b"t4-new:+:and+more"), Ok(17));
-    assert_eq!(get_str(&f, b"t4-new"), Ok(b"more:and+more".to_vec()), "the cache must not serve the old value");
+    assert_eq!(
+        get_str(&f, b"t4-new"),
+        Ok(b"more:and+more".to_vec()),
+        "the cache must not serve the old value"
+    );
 }
 
 fn write_errnos(ctx: &Ctx) {
     let f = open(ctx);
     assert_eq!(write(&f, b"no colon"), Err(EINVAL), "no colon");
-    assert_eq!(write(&f, b":value"), Err(EINVAL), "empty key (the module stored it)");
+    assert_eq!(
+        write(&f, b":value"),
+        Err(EINVAL),
+        "empty key (the module stored it)"
+    );
     assert_eq!(write(&f, b"t5-key:"), Err(EINVAL), "empty value");
     assert_eq!(write(&f, b"t5-key:+"), Err(EINVAL), "empty append");
     let mut long_key = vec![b'k'; 512];
@@ -317,12 +413,24 @@ fn write_errnos(ctx: &Ctx) {
     assert_eq!(write(&f, &long_key), Err(EMSGSIZE), "512-byte key");
     let mut long_value = b"t5-key:".to_vec();
     long_value.extend(vec![b'v'; abi::WRITE_VALUE_MAX + 1]);
-    assert_eq!(write(&f, &long_value), Err(EMSGSIZE), "value part of 102400 bytes");
+    assert_eq!(
+        write(&f, &long_value),
+        Err(EMSGSIZE),
+        "value part of 102400 bytes"
+    );
     let huge = vec![b'x'; abi::WRITE_MAX + 1];
     assert_eq!(write(&f, &huge), Err(EMSGSIZE), "n over 102913");
     let huger = vec![b'x'; 300_000];
-    assert_eq!(write(&f, &huger), Err(EMSGSIZE), "n far over the limit (split by the kernel)");
-    assert_eq!(get_readme(&f, b"t5-key", 64).err(), Some(ENOENT), "nothing was stored by the failed writes");
+    assert_eq!(
+        write(&f, &huger),
+        Err(EMSGSIZE),
+        "n far over the limit (split by the kernel)"
+    );
+    assert_eq!(
+        get_readme(&f, b"t5-key", 64).err(),
+        Some(ENOENT),
+        "nothing was stored by the failed writes"
+    );
 }
 
 fn write_limits_511_key_102399_value(ctx: &Ctx) {
@@ -333,7 +441,11 @@ fn write_limits_511_key_102399_value(ctx: &Ctx) {
     buf.push(b':');
     buf.extend_from_slice(&value);
     assert_eq!(buf.len(), 511 + 1 + 102_399);
-    assert_eq!(write(&f, &buf), Ok(buf.len()), "one write of 102911 bytes reaches the daemon whole");
+    assert_eq!(
+        write(&f, &buf),
+        Ok(buf.len()),
+        "one write of 102911 bytes reaches the daemon whole"
+    );
     assert_eq!(get_str(&f, &key), Ok(value));
 }
 
@@ -342,11 +454,22 @@ fn append_past_the_limit_is_emsgsize(ctx: &Ctx) {
     let mut buf = b"t6-key:".to_vec();
     buf.extend(vec![b'a'; abi::WRITE_VALUE_MAX]);
     assert_eq!(write(&f, &buf), Ok(buf.len()));
-    assert_eq!(write(&f, b"t6-key:+x"), Ok(9), "102400 bytes is still allowed");
+    assert_eq!(
+        write(&f, b"t6-key:+x"),
+        Ok(9),
+        "102400 bytes is still allowed"
+    );
     assert_eq!(write(&f, b"t6-key:+y"), Err(EMSGSIZE), "102401 is not");
-    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t6-key", b"z")), Err(EMSGSIZE));
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t6-key", b"z")),
+        Err(EMSGSIZE)
+    );
     let v = get_exact(&f, b"t6-key").unwrap();
-    assert_eq!((v.len(), v.last()), (abi::VALUE_MAX, Some(&b'x')), "the value is unchanged");
+    assert_eq!(
+        (v.len(), v.last()),
+        (abi::VALUE_MAX, Some(&b'x')),
+        "the value is unchanged"
+    );
 }
 
 fn get_writes_value_and_one_nul_only(ctx: &Ctx) {
@@ -354,7 +477,11 @@ fn get_writes_value_and_one_nul_only(ctx: &Ctx) {
     assert_eq!(write(&f, b"t7-key:abc"), Ok(10));
     let buf = get_readme(&f, b"t7-key", 64).unwrap();
     // The buffer held "t7-key\0" then 0xAA: GET writes "abc\0" and nothing else.
-    assert_eq!(&buf[..8], b"abc\0ey\0\xAA", "value, one NUL, and nothing more");
+    assert_eq!(
+        &buf[..8],
+        b"abc\0ey\0\xAA",
+        "value, one NUL, and nothing more"
+    );
     assert!(buf[7..].iter().all(|&b| b == 0xAA));
 }
 
@@ -370,9 +497,22 @@ fn get_missing_is_enoent_buffer_untouched(ctx: &Ctx) {
 fn get_and_delete_null_or_bad_pointer_efault(ctx: &Ctx) {
     let f = open(ctx);
     let g = Guarded::new();
-    for cmd in [abi::CMD_GET, abi::CMD_DELETE, abi::CMD_INSERT, abi::CMD_PARTIAL_UPDATE] {
-        assert_eq!(ioctl(&f, cmd, std::ptr::null_mut()), Err(EFAULT), "NULL for command {cmd}");
-        assert_eq!(ioctl(&f, cmd, g.unmapped()), Err(EFAULT), "unmapped memory for command {cmd}");
+    for cmd in [
+        abi::CMD_GET,
+        abi::CMD_DELETE,
+        abi::CMD_INSERT,
+        abi::CMD_PARTIAL_UPDATE,
+    ] {
+        assert_eq!(
+            ioctl(&f, cmd, std::ptr::null_mut()),
+            Err(EFAULT),
+            "NULL for command {cmd}"
+        );
+        assert_eq!(
+            ioctl(&f, cmd, g.unmapped()),
+            Err(EFAULT),
+            "unmapped memory for command {cmd}"
+        );
     }
 }
 
@@ -383,10 +523,22 @@ fn key_at_the_end_of_mapped_memory(ctx: &Ctx) {
     // "ab\0" in the last 3 readable bytes: the key is readable, 512 bytes from it are not.
     g.tail(3).copy_from_slice(b"ab\0");
     let at = g.tail(3).as_mut_ptr().cast();
-    assert_eq!(ioctl(&f, abi::CMD_GET, at), Ok(0), "GET must not read past the key");
-    assert_eq!(&g.tail(3)[..], b"x\0\0", "value and NUL written where the key was");
+    assert_eq!(
+        ioctl(&f, abi::CMD_GET, at),
+        Ok(0),
+        "GET must not read past the key"
+    );
+    assert_eq!(
+        &g.tail(3)[..],
+        b"x\0\0",
+        "value and NUL written where the key was"
+    );
     g.tail(3).copy_from_slice(b"zz\0");
-    assert_eq!(ioctl(&f, abi::CMD_GET, at), Err(ENOENT), "a missing key at the edge is ENOENT, not EFAULT");
+    assert_eq!(
+        ioctl(&f, abi::CMD_GET, at),
+        Err(ENOENT),
+        "a missing key at the edge is ENOENT, not EFAULT"
+    );
     g.tail(3).copy_from_slice(b"ab\0");
     assert_eq!(ioctl(&f, abi::CMD_DELETE, at), Ok(0));
     assert_eq!(get_readme(&f, b"ab", 8).err(), Some(ENOENT));
@@ -395,10 +547,18 @@ fn key_at_the_end_of_mapped_memory(ctx: &Ctx) {
 fn get_no_nul_in_512_or_empty_key_einval(ctx: &Ctx) {
     let f = open(ctx);
     let mut buf = vec![b'k'; 4096];
-    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut buf), Err(EINVAL), "no NUL within 512 bytes");
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_GET, &mut buf),
+        Err(EINVAL),
+        "no NUL within 512 bytes"
+    );
     assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut buf), Err(EINVAL));
     buf[0] = 0;
-    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut buf), Err(EINVAL), "empty key");
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_GET, &mut buf),
+        Err(EINVAL),
+        "empty key"
+    );
     assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut buf), Err(EINVAL));
 }
 
@@ -445,36 +605,81 @@ fn insert_512_byte_key_and_binary_value(ctx: &Ctx) {
     let listing = read_all(&open(ctx), 65536);
     let mut line = key.clone();
     line.push(b':');
-    assert!(listing.windows(line.len()).any(|w| w == line), "the 512-byte key is listed");
+    assert!(
+        listing.windows(line.len()).any(|w| w == line),
+        "the 512-byte key is listed"
+    );
 }
 
 fn insert_and_partial_update_errnos(ctx: &Ctx) {
     let f = open(ctx);
     for cmd in [abi::CMD_INSERT, abi::CMD_PARTIAL_UPDATE] {
-        assert_eq!(ioctl_buf(&f, cmd, &mut kv(b"", b"v")), Err(EINVAL), "key_len 0");
-        assert_eq!(ioctl_buf(&f, cmd, &mut kv(&[b'k'; 513], b"v")), Err(EINVAL), "key_len 513");
-        assert_eq!(ioctl_buf(&f, cmd, &mut kv(b"k", b"")), Err(EINVAL), "value_len 0");
+        assert_eq!(
+            ioctl_buf(&f, cmd, &mut kv(b"", b"v")),
+            Err(EINVAL),
+            "key_len 0"
+        );
+        assert_eq!(
+            ioctl_buf(&f, cmd, &mut kv(&[b'k'; 513], b"v")),
+            Err(EINVAL),
+            "key_len 513"
+        );
+        assert_eq!(
+            ioctl_buf(&f, cmd, &mut kv(b"k", b"")),
+            Err(EINVAL),
+            "value_len 0"
+        );
         let mut big = kv(b"k", b"v");
         big[2..10].copy_from_slice(&(abi::VALUE_MAX as u64 + 1).to_le_bytes());
-        assert_eq!(ioctl_buf(&f, cmd, &mut big), Err(EINVAL), "value_len 102401");
+        assert_eq!(
+            ioctl_buf(&f, cmd, &mut big),
+            Err(EINVAL),
+            "value_len 102401"
+        );
     }
 }
 
 fn partial_update_appends_and_creates(ctx: &Ctx) {
     let f = open(ctx);
     let _ = delete_readme(&f, b"t11-key");
-    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"one")), Ok(0));
-    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"+two")), Ok(0));
-    assert_eq!(get_str(&f, b"t11-key"), Ok(b"one+two".to_vec()), "ioctl 5 appends its value as is");
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"one")),
+        Ok(0)
+    );
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"t11-key", b"+two")),
+        Ok(0)
+    );
+    assert_eq!(
+        get_str(&f, b"t11-key"),
+        Ok(b"one+two".to_vec()),
+        "ioctl 5 appends its value as is"
+    );
     assert_eq!(insert(&f, b"t11-key", b"+plus"), Ok(0));
-    assert_eq!(get_str(&f, b"t11-key"), Ok(b"+plus".to_vec()), "ioctl 4 can store a leading '+'");
+    assert_eq!(
+        get_str(&f, b"t11-key"),
+        Ok(b"+plus".to_vec()),
+        "ioctl 4 can store a leading '+'"
+    );
 }
 
 fn unknown_commands_are_enotty(ctx: &Ctx) {
     let f = open(ctx);
     let mut buf = vec![0u8; 4096];
-    for cmd in [6u32, 7, 42, 0x1234, 0xdead_beef, abi::IOC_GET + 0x100, abi::IOC_SYNC + 1] {
-        assert_eq!(ioctl_buf(&f, cmd, &mut buf), Err(ENOTTY), "command {cmd:#x}");
+    for cmd in [
+        6u32,
+        7,
+        42,
+        0x1234,
+        0xdead_beef,
+        abi::IOC_GET + 0x100,
+        abi::IOC_SYNC + 1,
+    ] {
+        assert_eq!(
+            ioctl_buf(&f, cmd, &mut buf),
+            Err(ENOTTY),
+            "command {cmd:#x}"
+        );
     }
     // Command 2 is FIGETBSZ: the kernel answers it for every file; it never reaches hpkvd.
     let mut block = 0i32;
@@ -482,7 +687,11 @@ fn unknown_commands_are_enotty(ctx: &Ctx) {
 }
 
 fn every_command_on_any_open_fd(ctx: &Ctx) {
-    for flags in [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC] {
+    for flags in [
+        libc::O_RDONLY,
+        libc::O_WRONLY,
+        libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+    ] {
         let f = OpenOptions::new()
             .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
             .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
@@ -490,9 +699,21 @@ fn every_command_on_any_open_fd(ctx: &Ctx) {
             .open(&ctx.device)
             .unwrap();
         let key = format!("t12-{flags}");
-        assert_eq!(insert(&f, key.as_bytes(), b"v"), Ok(0), "INSERT on flags {flags:#x}");
-        assert_eq!(get_str(&f, key.as_bytes()), Ok(b"v".to_vec()), "GET on flags {flags:#x}");
-        assert_eq!(delete_readme(&f, key.as_bytes()), Ok(0), "DELETE on flags {flags:#x}");
+        assert_eq!(
+            insert(&f, key.as_bytes(), b"v"),
+            Ok(0),
+            "INSERT on flags {flags:#x}"
+        );
+        assert_eq!(
+            get_str(&f, key.as_bytes()),
+            Ok(b"v".to_vec()),
+            "GET on flags {flags:#x}"
+        );
+        assert_eq!(
+            delete_readme(&f, key.as_bytes()),
+            Ok(0),
+            "DELETE on flags {flags:#x}"
+        );
     }
 }
 
@@ -501,7 +722,11 @@ fn purge_removes_everything_arg_ignored(ctx: &Ctx) {
     for i in 0..20 {
         assert!(write(&f, format!("t13-{i}:v").as_bytes()).is_ok());
     }
-    assert_eq!(ioctl(&f, abi::CMD_PURGE, 0xdead_beef_usize as *mut c_void), Ok(0), "arg is ignored");
+    assert_eq!(
+        ioctl(&f, abi::CMD_PURGE, 0xdead_beef_usize as *mut c_void),
+        Ok(0),
+        "arg is ignored"
+    );
     assert_eq!(read_all(&open(ctx), 4096), b"");
     assert_eq!(get_readme(&f, b"t13-1", 16).err(), Some(ENOENT));
     let s = stats(&f);
@@ -511,13 +736,23 @@ fn purge_removes_everything_arg_ignored(ctx: &Ctx) {
 fn listing_in_key_order_a_few_bytes_at_a_time(ctx: &Ctx) {
     let f = open(ctx);
     purge(&f);
-    for (k, v) in [("b", "2"), ("ab", "x:y"), ("a", "1"), ("aa", "multi\nline"), ("a\u{7f}", "7")] {
+    for (k, v) in [
+        ("b", "2"),
+        ("ab", "x:y"),
+        ("a", "1"),
+        ("aa", "multi\nline"),
+        ("a\u{7f}", "7"),
+    ] {
         assert!(write(&f, format!("{k}:{v}").as_bytes()).is_ok());
     }
     // Bytewise order: "ab" (0x62) sorts before "a\x7f".
     let want = b"a:1\naa:multi\nline\nab:x:y\n\x61\x7f:7\nb:2\n".to_vec();
     for chunk in [1usize, 2, 3, 5, 8, 4096] {
-        assert_eq!(read_all(&open(ctx), chunk), want, "read {chunk} bytes at a time");
+        assert_eq!(
+            read_all(&open(ctx), chunk),
+            want,
+            "read {chunk} bytes at a time"
+        );
     }
 }
 
@@ -540,7 +775,9 @@ fn listing_cursor_is_per_open_file(ctx: &Ctx) {
             break;
         }
     }
-    let want: Vec<u8> = (0..10).flat_map(|i| format!("c{i}:v{i}\n").into_bytes()).collect();
+    let want: Vec<u8> = (0..10)
+        .flat_map(|i| format!("c{i}:v{i}\n").into_bytes())
+        .collect();
     assert_eq!(got_a, want);
     assert_eq!(got_b, want);
 }
@@ -566,12 +803,19 @@ fn concurrent_threads(ctx: &Ctx) {
         .map(|t| {
             let device = device.clone();
             std::thread::spawn(move || {
-                let f = OpenOptions::new().read(true).write(true).open(&*device).unwrap();
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&*device)
+                    .unwrap();
                 for i in 0..per {
                     let key = format!("thr{t}-{i}");
                     let line = format!("{key}:value-{t}-{i}");
                     assert_eq!(write(&f, line.as_bytes()), Ok(line.len()));
-                    assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("value-{t}-{i}").into_bytes()));
+                    assert_eq!(
+                        get_str(&f, key.as_bytes()),
+                        Ok(format!("value-{t}-{i}").into_bytes())
+                    );
                 }
             })
         })
@@ -582,7 +826,10 @@ fn concurrent_threads(ctx: &Ctx) {
     let f = open(ctx);
     for t in 0..threads {
         for i in (0..per).step_by(7) {
-            assert_eq!(get_str(&f, format!("thr{t}-{i}").as_bytes()), Ok(format!("value-{t}-{i}").into_bytes()));
+            assert_eq!(
+                get_str(&f, format!("thr{t}-{i}").as_bytes()),
+                Ok(format!("value-{t}-{i}").into_bytes())
+            );
         }
     }
 }
@@ -592,7 +839,15 @@ fn concurrent_processes(ctx: &Ctx) {
     let children: Vec<_> = (0..4)
         .map(|p| {
             std::process::Command::new(&me)
-                .args(["worker", "--device", &ctx.device, "--prefix", &format!("proc{p}-"), "--count", "200"])
+                .args([
+                    "worker",
+                    "--device",
+                    &ctx.device,
+                    "--prefix",
+                    &format!("proc{p}-"),
+                    "--count",
+                    "200",
+                ])
                 .spawn()
                 .unwrap()
         })
@@ -604,7 +859,10 @@ fn concurrent_processes(ctx: &Ctx) {
     for p in 0..4 {
         for i in (0..200).step_by(9) {
             let key = format!("proc{p}-{i}");
-            assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("v-{key}").into_bytes()));
+            assert_eq!(
+                get_str(&f, key.as_bytes()),
+                Ok(format!("v-{key}").into_bytes())
+            );
         }
     }
 }
@@ -617,7 +875,10 @@ fn worker(ctx: &Ctx, prefix: &str, count: usize) {
         assert_eq!(write(&f, format!("{key}:v-").as_bytes()), Ok(key.len() + 3));
         let append = format!("{key}:+{key}");
         assert_eq!(write(&f, append.as_bytes()), Ok(append.len()));
-        assert_eq!(get_str(&f, key.as_bytes()), Ok(format!("v-{key}").into_bytes()));
+        assert_eq!(
+            get_str(&f, key.as_bytes()),
+            Ok(format!("v-{key}").into_bytes())
+        );
     }
 }
 
@@ -634,7 +895,11 @@ fn v13_get(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
     let mut b = v13_key(key, cap);
     ioctl_buf(f, abi::CMD_GET, &mut b)?;
     let len = u64::from_le_bytes(b[2..10].try_into().unwrap()) as usize;
-    assert_eq!(b.get(10 + len).copied().unwrap_or(0xAA), 0xAA, "no NUL after a v1.3 value");
+    assert_eq!(
+        b.get(10 + len).copied().unwrap_or(0xAA),
+        0xAA,
+        "no NUL after a v1.3 value"
+    );
     Ok(b[10..10 + len].to_vec())
 }
 
@@ -652,13 +917,27 @@ fn v13_get_layout(ctx: &Ctx) {
 fn v13_delete_and_errnos(ctx: &Ctx) {
     let f = open(ctx);
     assert_eq!(insert(&f, b"v13-d", b"x"), Ok(0));
-    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)), Ok(0));
-    assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)), Err(ENOENT));
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)),
+        Ok(0)
+    );
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)),
+        Err(ENOENT)
+    );
     let mut zero = v13_key(b"", 16);
-    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut zero), Err(EINVAL), "key_len 0");
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_GET, &mut zero),
+        Err(EINVAL),
+        "key_len 0"
+    );
     let mut big = vec![0u8; 1024];
     big[..2].copy_from_slice(&513u16.to_le_bytes());
-    assert_eq!(ioctl_buf(&f, abi::CMD_GET, &mut big), Err(EINVAL), "key_len 513");
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_GET, &mut big),
+        Err(EINVAL),
+        "key_len 513"
+    );
     assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, &mut big), Err(EINVAL));
     assert_eq!(ioctl(&f, abi::CMD_GET, std::ptr::null_mut()), Err(EFAULT));
 }
@@ -676,7 +955,10 @@ fn v13_write_and_insert_unchanged(ctx: &Ctx) {
     assert_eq!(write(&f, b"v13-w:abc"), Ok(9));
     assert_eq!(write(&f, b"v13-w:+def"), Ok(10));
     assert_eq!(v13_get(&f, b"v13-w", 64), Ok(b"abcdef".to_vec()));
-    assert_eq!(ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"v13-w", b"g")), Ok(0));
+    assert_eq!(
+        ioctl_buf(&f, abi::CMD_PARTIAL_UPDATE, &mut kv(b"v13-w", b"g")),
+        Ok(0)
+    );
     assert_eq!(v13_get(&f, b"v13-w", 64), Ok(b"abcdefg".to_vec()));
 }
 
@@ -685,7 +967,11 @@ fn v13_write_and_insert_unchanged(ctx: &Ctx) {
 /// Writes records one by one, appending each key to `log` once its write returned.
 fn writer(ctx: &Ctx, log: &str, count: usize) {
     let f = open(ctx);
-    let mut log = OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     for i in 0..count {
         let line = format!("kill-{i}:{}", value_for(i));
         match write(&f, line.as_bytes()) {
@@ -716,14 +1002,19 @@ fn verify_log(ctx: &Ctx, log: &str) {
             }
         }
     }
-    println!("HPKV-RESULT PASS kill9:acknowledged-writes-survive ({n} acknowledged writes checked)");
+    println!(
+        "HPKV-RESULT PASS kill9:acknowledged-writes-survive ({n} acknowledged writes checked)"
+    );
 }
 
 /// After a reboot: the kill -9 test stored how many writes were acknowledged before the
 /// kill ("kill9-count"); writes are sequential, so those are kill-0 .. kill-(count - 1).
 fn verify_count(ctx: &Ctx) {
     let f = open(ctx);
-    let count: usize = String::from_utf8(get_str(&f, b"kill9-count").expect("kill9-count")).unwrap().parse().unwrap();
+    let count: usize = String::from_utf8(get_str(&f, b"kill9-count").expect("kill9-count"))
+        .unwrap()
+        .parse()
+        .unwrap();
     for i in 0..count {
         let key = format!("kill-{i}");
         if get_str(&f, key.as_bytes()) != Ok(value_for(i).into_bytes()) {

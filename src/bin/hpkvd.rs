@@ -236,7 +236,10 @@ fn run(opts: Options) -> Result<(), String> {
     closed.map_err(|e| format!("closing the store: {e}"))?;
     log::info!("stopped; everything acknowledged is on {}", path.display());
     if lost_connection {
-        return Err(format!("the kernel ended the CUSE connection of /dev/{}", opts.name));
+        return Err(format!(
+            "the kernel ended the CUSE connection of /dev/{}",
+            opts.name
+        ));
     }
     Ok(())
 }
