@@ -147,8 +147,8 @@ impl FileDevice {
             }
             Err(e) => return Err(err(e)),
         };
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, _)| OpenDeviceError::Busy(path.to_owned()))?;
+        let file =
+            lock_exclusive(file, is_block).map_err(|_| OpenDeviceError::Busy(path.to_owned()))?;
         let (size, block_size) = if is_block {
             let size = sys::block_device_size(&*file).map_err(err)?;
             let bs = sys::block_device_logical_block_size(&*file).map_err(err)?;
@@ -226,6 +226,32 @@ impl BlockDevice for FileDevice {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// How long to wait for udev's shared lock on a block device to go away.
+const UDEV_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes an exclusive `flock` on the device, the protocol of systemd's "Locking Block Device
+/// Access": udev takes a shared lock on a block device while it probes it and leaves alone
+/// a device someone holds exclusively. On a block device, which `O_EXCL` already keeps from
+/// any other hpkvd or mount, a busy lock is udev's brief probe: wait for it a little. On an
+/// image file only another hpkvd holds such a lock: give up at once.
+fn lock_exclusive(mut file: File, is_block: bool) -> Result<Flock<File>, nix::errno::Errno> {
+    let deadline = std::time::Instant::now() + UDEV_LOCK_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((f, e))
+                if is_block
+                    && e == nix::errno::Errno::EWOULDBLOCK
+                    && std::time::Instant::now() < deadline =>
+            {
+                file = f;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, e)) => return Err(e),
+        }
     }
 }
 

@@ -151,6 +151,9 @@ impl Superblock {
                     && s.first_segment
                         .checked_add(s.segment_count)
                         .is_some_and(|end| end <= self.segment_count)
+                    // The snapshot fits in its segments' record areas (its length sizes a
+                    // buffer: a checksum-valid but bogus value must not exhaust memory).
+                    && s.bytes <= s.segment_count as u64 * (self.segment_size - bs)
             })
     }
 
@@ -602,6 +605,18 @@ mod tests {
                 "flip in byte {byte} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn superblock_with_an_oversized_snapshot_is_rejected() {
+        let mut s = sb();
+        s.snapshot = Some(SnapshotRef {
+            first_segment: 3,
+            segment_count: 2,
+            bytes: 2 * (4 << 20),
+            crc: 5,
+        });
+        assert_eq!(Superblock::decode(&s.encode()), None);
     }
 
     #[test]
