@@ -40,7 +40,7 @@ hpkv_log "building hpkvd, hpkvctl and the test programs (release)"
 cargo build --release --bins --quiet
 cp target/release/hpkvd target/release/hpkvctl "$payload/"
 # Test targets: the executables cargo reports, copied under their target names.
-cargo test --release --no-run --quiet --test device_suite --message-format=json-render-diagnostics 2>/dev/null |
+cargo test --release --no-run --quiet --test device_suite --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
@@ -48,7 +48,12 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"])
 ' "$payload"
-[ -x "$payload/device_suite" ] || hpkv_die "the device_suite test program was not built"
+[ -x "$payload/device_suite" ] && [ -x "$payload/client_suite" ] || hpkv_die "the test programs were not built"
+
+# A store of 100 000 keys for the RANGE scan, written on the host by the engine itself
+# (loading it through CUSE under emulation would take minutes); the guest sees it as /dev/vdb.
+range_keys=100000
+"$payload/client_suite" prepare-image "$out/suite-range.img" "$range_keys"
 
 hpkv_log "compiling the C examples"
 # The seed README's example, unmodified, built as its README says: plain gcc.
@@ -56,7 +61,8 @@ gcc -o "$payload/readme_example" examples/readme_example.c
 for src in examples/*.c; do
     name=$(basename "$src" .c)
     [ "$name" = readme_example ] && continue
-    gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/$name" "$src"
+    # "ex-": busybox's shell prefers its own applets (sync!) to $PATH.
+    gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/ex-$name" "$src"
 done
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 
@@ -65,6 +71,7 @@ boot() {
     local outf rc=0 last
     outf=$(mktemp)
     "$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --disk "$out/suite-disk.img" --disk-size 256M \
+        --qemu-arg -drive --qemu-arg "file=$out/suite-range.img,format=raw,if=virtio" \
         --timeout 900 "${vm_opts[@]+"${vm_opts[@]}"}" "$@" | tee "$outf" || rc=$?
     last=$(tail -n 1 "$outf")
     rm -f "$outf"
@@ -77,7 +84,7 @@ boot() {
     fi
 }
 
-boot --name suite-boot1 --fresh-disk --append-cmdline "HPKV_PHASE=1"
+boot --name suite-boot1 --fresh-disk --append-cmdline "HPKV_PHASE=1 HPKV_RANGE_KEYS=$range_keys"
 if [ "$one_boot" = 0 ]; then
     boot --name suite-boot2 --append-cmdline "HPKV_PHASE=2"
 fi

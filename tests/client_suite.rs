@@ -1,0 +1,243 @@
+//! The extensions through the real device, with the Rust client (`hpkv::client::Client`).
+//! Runs inside the VM (tests/vm/suite/run.sh); not part of a plain `cargo test` (the host
+//! has no CUSE).
+//!
+//! Usage:
+//!   client_suite [--device PATH]                   the extension tests; HPKV-RESULT lines
+//!   client_suite range --device PATH --count N     scans a store of N keys (made by
+//!                                                  prepare-image) in order, with continuation
+//!   client_suite prepare-image IMAGE N             (on the host) writes a store of N keys
+//!                                                  into IMAGE with the engine itself
+
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::Instant;
+
+use hpkv::abi;
+use hpkv::client::{Client, Error};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut device = "/dev/hpkv".to_string();
+    let mut count = 0usize;
+    let mut positional = vec![];
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--device" => device = it.next().expect("--device PATH"),
+            "--count" => count = it.next().expect("--count N").parse().expect("number"),
+            _ => positional.push(a),
+        }
+    }
+    match positional.first().map(String::as_str) {
+        Some("prepare-image") => {
+            let n = positional[2].parse().expect("N");
+            prepare_image(Path::new(&positional[1]), n);
+        }
+        Some("range") => report(
+            "client:range-scan-of-many-keys-in-order-with-continuation",
+            || range_many(&device, count),
+        ),
+        _ => suite(&device),
+    }
+}
+
+fn report(name: &str, f: impl FnOnce()) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => println!("HPKV-RESULT PASS {name}"),
+        Err(e) => {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            println!("HPKV-RESULT FAIL {name} {}", why.replace('\n', " "));
+        }
+    }
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("range-{i:08}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value of record {i}").into_bytes()
+}
+
+/// A store of `n` keys, written by the engine itself on the host.
+fn prepare_image(path: &Path, n: usize) {
+    let started = Instant::now();
+    let _ = std::fs::remove_file(path);
+    hpkv::engine::device::create_image_if_missing(path, 256 << 20).expect("image");
+    let config = hpkv::engine::Config {
+        durability: hpkv::engine::Durability::MODULE_WRITE_BEHIND,
+        ..Default::default()
+    };
+    let engine = hpkv::engine::Engine::open_path(path, config).expect("open the image");
+    // Many writes in flight (the engine's bounded queue holds back the submitter): batches.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        let op = hpkv::engine::WriteOp::Put {
+            key: key(i).into(),
+            value: value(i).into(),
+        };
+        engine.submit(op, Box::new(move |r| drop(tx.send(r))));
+    }
+    drop(tx);
+    for r in rx {
+        r.expect("put");
+    }
+    engine.close().expect("close");
+    eprintln!(
+        "prepare-image: {n} keys in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+/// Scans every key through HPKV_IOC_RANGE with continuation; checks order and values.
+fn range_many(device: &str, n: usize) {
+    let c = Client::open(device).unwrap();
+    let started = Instant::now();
+    let mut i = 0;
+    for record in c.range(Bound::Unbounded, Bound::Unbounded) {
+        let (k, v) = record.unwrap();
+        assert_eq!(k, key(i), "record {i} out of order");
+        assert_eq!(v, value(i), "value of record {i}");
+        i += 1;
+    }
+    assert_eq!(i, n, "records returned");
+    // A middle part with bounds, in small pages (many continuations).
+    let part: Vec<_> = c
+        .range(
+            Bound::Included(&key(n / 2)[..]),
+            Bound::Excluded(&key(n / 2 + 1000)[..]),
+        )
+        .max_count(7)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(part, (n / 2..n / 2 + 1000).map(key).collect::<Vec<_>>());
+    assert_eq!(c.stats().unwrap().records, n as u64);
+    eprintln!(
+        "client_suite: scanned {n} keys in order in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+fn suite(device: &str) {
+    let tests: Vec<(&str, fn(&str))> = vec![
+        ("put_get_append_delete", put_get_append_delete),
+        ("safe_get_grows_past_erange", safe_get_grows_past_erange),
+        (
+            "range_pages_bounds_and_continuation",
+            range_pages_bounds_and_continuation,
+        ),
+        ("stats_counts_and_proc_lines", stats_counts_and_proc_lines),
+        ("sync_and_typed_errors", sync_and_typed_errors),
+        ("purge", purge),
+    ];
+    for (name, test) in tests {
+        report(&format!("client:{name}"), || test(device));
+    }
+}
+
+fn put_get_append_delete(device: &str) {
+    let c = Client::open(device).unwrap();
+    c.put(b"cl-key", b"v\0with:binary\n").unwrap();
+    assert_eq!(
+        c.get(b"cl-key").unwrap().as_deref(),
+        Some(&b"v\0with:binary\n"[..])
+    );
+    c.append(b"cl-key", b"+more").unwrap();
+    assert_eq!(
+        c.get(b"cl-key").unwrap().as_deref(),
+        Some(&b"v\0with:binary\n+more"[..])
+    );
+    assert!(c.delete(b"cl-key").unwrap());
+    assert!(
+        !c.delete(b"cl-key").unwrap(),
+        "a second delete finds nothing"
+    );
+    assert_eq!(c.get(b"cl-key").unwrap(), None);
+    let k512 = vec![b'z'; abi::KEY_MAX];
+    c.put(&k512, b"long").unwrap();
+    assert_eq!(c.get(&k512).unwrap().as_deref(), Some(&b"long"[..]));
+}
+
+fn safe_get_grows_past_erange(device: &str) {
+    let c = Client::open(device).unwrap();
+    for len in [4095, 4096, 4097, 50_000, abi::VALUE_MAX] {
+        let v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        c.put(b"cl-big", &v).unwrap();
+        assert_eq!(c.get(b"cl-big").unwrap(), Some(v), "a {len}-byte value");
+    }
+    assert!(
+        matches!(c.append(b"cl-big", b"x"), Err(Error::TooLarge)),
+        "EMSGSIZE past 102400"
+    );
+}
+
+fn range_pages_bounds_and_continuation(device: &str) {
+    let c = Client::open(device).unwrap();
+    let keys: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("pg-{i:04}").into_bytes())
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        c.put(k, &vec![b'v'; i % 300 + 1]).unwrap();
+    }
+    let all: Vec<Vec<u8>> = c
+        .range(Bound::Included(&b"pg-"[..]), Bound::Excluded(&b"pg."[..]))
+        .max_count(13)
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(all, keys, "every key, in order, across 47 requests");
+    let some: Vec<Vec<u8>> = c
+        .range(
+            Bound::Excluded(&b"pg-0100"[..]),
+            Bound::Included(&b"pg-0110"[..]),
+        )
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(
+        some,
+        keys[101..=110].to_vec(),
+        "exclusive start, inclusive end"
+    );
+    let limited = c.scan().from("pg-").limit(5).count();
+    assert_eq!(limited, 5);
+}
+
+fn stats_counts_and_proc_lines(device: &str) {
+    let c = Client::open(device).unwrap();
+    let before = c.stats().unwrap();
+    c.put(b"st-a", b"12345").unwrap();
+    let after = c.stats().unwrap();
+    assert!(after.records >= 1);
+    assert!(after.puts > before.puts);
+    assert!(after.device_size_bytes > 0 && after.segments_total > 0);
+    let text = after.proc_text();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.starts_with(&format!("Total records: {}\n", after.records)));
+}
+
+fn sync_and_typed_errors(device: &str) {
+    let c = Client::open(device).unwrap();
+    c.sync().unwrap();
+    assert!(matches!(c.put(b"", b"v"), Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.put(b"k", b""), Err(Error::InvalidArgument(_))));
+    assert!(
+        matches!(Client::open("/dev/null"), Err(Error::Unsupported)),
+        "/dev/null is not hpkvd"
+    );
+}
+
+fn purge(device: &str) {
+    let c = Client::open(device).unwrap();
+    c.put(b"pu-1", b"x").unwrap();
+    c.purge().unwrap();
+    assert_eq!(c.stats().unwrap().records, 0);
+    assert_eq!(c.scan().count(), 0);
+    c.put(b"pu-2", b"after").unwrap();
+    assert_eq!(c.get(b"pu-2").unwrap().as_deref(), Some(&b"after"[..]));
+}
