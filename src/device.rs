@@ -8,7 +8,6 @@
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
-use nix::errno::Errno;
 use parking_lot::Mutex;
 use slab::Slab;
 
@@ -264,15 +263,6 @@ impl Listing {
         }
         Ok(out)
     }
-}
-
-/// `errno` for messages.
-pub fn errno_name(errno: i32) -> String {
-    format!(
-        "{} ({})",
-        Errno::from_raw(errno).desc(),
-        Errno::from_raw(errno)
-    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`engine`]: the storage engine on a dedicated block device.
 //! - [`cuse`]: the CUSE server that registers `/dev/hpkv` and carries requests and replies.
 //! - [`device`]: the device's behaviour: each request served with the engine.
+//! - [`client`]: a Rust client for `/dev/hpkv`.
 //! - [`ffi`]: every `unsafe` line.
 
 pub mod abi;
