@@ -9,6 +9,7 @@
 //! tombstone may be dropped only when that count is zero, that is when no older version of
 //! the key is left anywhere on disk to come back after a restart (see DESIGN.md).
 
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::{Bound, ControlFlow};
 
@@ -244,29 +245,6 @@ impl Index {
         }
     }
 
-    /// Snapshot load: an entry exactly as [`Entry::meta_bits`] and the rest describe it.
-    pub fn restore(
-        &mut self,
-        key: &[u8],
-        seq: u64,
-        loc: Loc,
-        value_len: u32,
-        meta: u32,
-    ) -> Result<(), &'static str> {
-        let kind = if meta & TOMBSTONE != 0 {
-            Kind::Tombstone
-        } else {
-            Kind::Put
-        };
-        if (kind == Kind::Tombstone) != (value_len == 0) || self.find_id(key).is_some() {
-            return Err("inconsistent snapshot entry");
-        }
-        self.insert_new(key, seq, loc, kind, value_len);
-        let id = self.find_id(key).expect("just inserted");
-        self.entries[id as usize].meta = meta;
-        Ok(())
-    }
-
     /// Compaction copied the current record of `key` from `from` to `to`. Installs the copy
     /// unless the key changed meanwhile; then the copy is one more dead record and `false`
     /// is returned.
@@ -344,26 +322,27 @@ impl Index {
         mut f: impl FnMut(&Entry) -> ControlFlow<()>,
     ) {
         let key_of = |i: u32| -> &[u8] { &self.entries[i as usize].key };
-        let (mut c, mut p) = self.ordered.seek(start, &key_of);
-        while let Some(chunk) = self.ordered.chunks.get(c) {
-            while let Some(&id) = chunk.get(p) {
-                let e = &self.entries[id as usize];
-                let in_range = match end {
-                    Bound::Unbounded => true,
-                    Bound::Excluded(k) => *e.key < *k,
-                    Bound::Included(k) => *e.key <= *k,
-                };
-                if !in_range {
-                    return;
-                }
-                if !e.is_tombstone() && f(e).is_break() {
-                    return;
-                }
-                p += 1;
+        for id in self.ordered.ids_from(self.ordered.seek(start, &key_of)) {
+            let e = &self.entries[id as usize];
+            let in_range = match end {
+                Bound::Unbounded => true,
+                Bound::Excluded(k) => *e.key < *k,
+                Bound::Included(k) => *e.key <= *k,
+            };
+            if !in_range {
+                return;
             }
-            c += 1;
-            p = 0;
+            if !e.is_tombstone() && f(e).is_break() {
+                return;
+            }
         }
+    }
+
+    /// Every entry, tombstones included, in key order (snapshots).
+    pub fn iter_ordered(&self) -> impl Iterator<Item = &Entry> {
+        self.ordered
+            .ids_from((Bound::Unbounded, 0))
+            .map(|id| &self.entries[id as usize])
     }
 
     /// Every entry, tombstones included, in no particular order (snapshots, checks).
@@ -380,12 +359,7 @@ impl Index {
             .map(|(_, e)| e.key.len().div_ceil(16) * 16 + 16)
             .sum();
         let hash = self.hash.capacity() * (std::mem::size_of::<u32>() + 1);
-        let ordered: usize = self
-            .ordered
-            .chunks
-            .iter()
-            .map(|c| c.capacity() * 4 + 24)
-            .sum();
+        let ordered = self.ordered.heap_bytes();
         (entries + keys + hash + ordered) as u64
     }
 
@@ -393,18 +367,8 @@ impl Index {
     pub fn check_invariants(&self) {
         assert_eq!(self.hash.len(), self.entries.len());
         assert_eq!(self.ordered.len(), self.entries.len());
-        let mut previous: Option<&[u8]> = None;
-        for chunk in &self.ordered.chunks {
-            assert!(!chunk.is_empty(), "empty chunk");
-            for &id in chunk {
-                let key = &*self.entries[id as usize].key;
-                assert!(
-                    previous.is_none_or(|p| p < key),
-                    "ordered index out of order"
-                );
-                assert_eq!(self.find_id(key), Some(id));
-                previous = Some(key);
-            }
+        for id in self.ordered.check(&|i| &self.entries[i as usize].key) {
+            assert_eq!(self.find_id(&self.entries[id as usize].key), Some(id));
         }
         let mut live = vec![0u64; self.segment_live.len()];
         let (mut records, mut values) = (0, 0);
@@ -423,89 +387,399 @@ impl Index {
     }
 }
 
-/// Entry ids sorted by key, in chunks of at most [`CHUNK_MAX`]: inserts move at most one
-/// chunk, lookups are two binary searches. (std's BTreeMap cannot order ids by a key that
-/// lives elsewhere without storing the key a second time.)
-#[derive(Default)]
-struct Ordered {
-    chunks: Vec<Vec<u32>>,
+/// Rebuilds an index from a snapshot, whose entries come in strictly increasing key order:
+/// the slab and the hash table are sized up front, and the ordered index is built in one pass
+/// at the end instead of by a search per entry.
+pub struct Restore {
+    index: Index,
 }
 
-const CHUNK_MAX: usize = 256;
-
-impl Ordered {
-    fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+impl Restore {
+    /// `entries`: how many are expected (only a capacity hint).
+    pub fn new(segment_count: u32, entries: usize) -> Restore {
+        let mut index = Index::new(segment_count);
+        // The capacities inserting one by one would reach. (An exact slab would double at
+        // the first write after the load: +40 bytes per record.)
+        index.entries = Slab::with_capacity(entries.next_power_of_two());
+        index.hash = HashTable::with_capacity(entries);
+        Restore { index }
     }
 
-    /// The chunk `key` belongs in: the first whose last key is not below it, else the last.
-    fn chunk_for<'k>(&self, key: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) -> usize {
-        let i = self
-            .chunks
-            .partition_point(|c| key_of(*c.last().expect("no empty chunks")) < key);
-        i.min(self.chunks.len() - 1)
+    /// The next entry, exactly as [`Entry::meta_bits`] and the rest describe it. Its key must
+    /// be above the previous one's; `loc.segment` must be below the segment count.
+    pub fn push(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        loc: Loc,
+        value_len: u32,
+        meta: u32,
+    ) -> Result<(), &'static str> {
+        let ix = &mut self.index;
+        let kind = if meta & TOMBSTONE != 0 {
+            Kind::Tombstone
+        } else {
+            Kind::Put
+        };
+        if (kind == Kind::Tombstone) != (value_len == 0) {
+            return Err("inconsistent snapshot entry");
+        }
+        let previous = ix.entries.len().checked_sub(1);
+        if previous.is_some_and(|p| *ix.entries[p].key >= *key) {
+            return Err("snapshot entries out of key order");
+        }
+        let id = ix.entries.insert(Entry {
+            key: key.into(),
+            seq,
+            loc,
+            value_len,
+            meta,
+        });
+        // A fresh slab without removals hands out 0, 1, 2, ...: ids in key order.
+        assert_eq!(id, previous.map_or(0, |p| p + 1));
+        let id = u32::try_from(id).expect("more than 4 billion keys");
+        let (entries, hasher) = (&ix.entries, &ix.hasher);
+        ix.hash.insert_unique(hasher.hash_one(key), id, |&i| {
+            hasher.hash_one(&*entries[i as usize].key)
+        });
+        ix.count_in(kind, key.len(), value_len, loc, 1);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Index {
+        let mut ix = self.index;
+        let n = u32::try_from(ix.entries.len()).expect("more than 4 billion keys");
+        let entries = &ix.entries;
+        ix.ordered = Ordered::from_sorted(0..n, &|i| &entries[i as usize].key);
+        ix
+    }
+}
+
+/// Entry ids sorted by key, for ranges and the listing, in chunks of at most `MAX` ids.
+///
+/// A lookup finds the chunk through a `BTreeMap` keyed by each chunk's lower bound, then the
+/// position in the chunk. Searching sorted ids by comparing the keys they name costs two cache
+/// misses per probe at 1M keys (the slab entry, then the boxed key), ~20 probes per lookup.
+/// Here almost no probe reads a key:
+///
+/// - The chunk-level search compares only chunk bounds: one key copy per chunk (~1/180 of the
+///   keys), few enough to stay in the CPU caches. The map also spares a split the memmove of
+///   the whole chunk list.
+/// - Each slot holds, beside the id, a 4-byte *head* of its key: the bytes just after the
+///   prefix that every key of the chunk's range shares (`skip`). Heads order the slots; only
+///   slots whose head equals the sought key's fall back to the key in the slab. Taking the
+///   head after the shared prefix matters: keys like `key_00123456` all begin with the same 8
+///   bytes, so a head at offset 0 would decide nothing.
+///
+/// Memory: 8 bytes per slot plus at most [`Ordered::GROW`] spare slots per chunk, and per chunk
+/// its bound and map slot: about 9 bytes per key at 1M keys. (std's `BTreeMap` alone cannot
+/// order ids by a key that lives elsewhere without storing every key a second time.)
+#[derive(Default)]
+struct Ordered<const MAX: usize = CHUNK_MAX> {
+    /// Chunk bound → chunk. A chunk holds the keys in `bound..next bound` (the last one, every
+    /// key from its bound on); the first bound is the empty key, below every key. A bound is a
+    /// copy of the key that was first in the chunk when it was split off: it stays when that
+    /// key is removed. Chunks are never empty.
+    chunks: BTreeMap<Box<[u8]>, Chunk>,
+}
+
+/// Most ids in a chunk: a split then moves 128 slots, an insert at most 2 KiB.
+const CHUNK_MAX: usize = 256;
+
+struct Chunk {
+    /// Every key in the chunk's range begins with the same `skip` bytes. At most the common
+    /// prefix of the chunk's bound and the next bound (0 for the first and last chunks).
+    skip: u32,
+    /// Sorted by key (which is also (head, key) order, the prefix being shared).
+    slots: Vec<Slot>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// `head(key, skip)`.
+    head: u32,
+    id: u32,
+}
+
+/// The 4 key bytes after the first `skip`, big-endian, zero-padded. For two keys that share
+/// their first `skip` bytes, a smaller head means a smaller key; equal heads decide nothing
+/// ("ab" and "ab\0" have the same head).
+fn head(key: &[u8], skip: u32) -> u32 {
+    let rest = key.get(skip as usize..).unwrap_or_default();
+    let mut b = [0u8; 4];
+    let n = rest.len().min(4);
+    b[..n].copy_from_slice(&rest[..n]);
+    u32::from_be_bytes(b)
+}
+
+/// Length of the common prefix. If `a <= k < b`, then `k` begins with that prefix too.
+fn common_prefix(a: &[u8], b: &[u8]) -> u32 {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count() as u32
+}
+
+impl Chunk {
+    /// `Ok(i)` if slot `i` holds `key`, else `Err(i)` where it would go. `key` must lie in
+    /// the chunk's range.
+    fn search<'k>(&self, key: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) -> Result<usize, usize> {
+        let h = head(key, self.skip);
+        // Heads order every slot but those whose head is `h`. Counting the slots below in one
+        // pass reads the chunk front to back, which the CPU prefetches: on a chunk not in the
+        // cache that beats the chain of dependent misses of a binary search.
+        let below = self.slots.iter().filter(|s| s.head < h).count();
+        let ties = &self.slots[below..];
+        let ties = &ties[..ties.partition_point(|s| s.head == h)];
+        match ties.binary_search_by(|s| key_of(s.id).cmp(key)) {
+            Ok(i) => Ok(below + i),
+            Err(i) => Err(below + i),
+        }
+    }
+
+    /// Recomputes every head for a new `skip` (reads every key of the chunk).
+    fn rehead<'k>(&mut self, skip: u32, key_of: &impl Fn(u32) -> &'k [u8]) {
+        self.skip = skip;
+        for s in &mut self.slots {
+            s.head = head(key_of(s.id), skip);
+        }
+    }
+
+    /// Whether two neighbouring slots have the same head: searches then read keys.
+    fn has_ties(&self) -> bool {
+        self.slots.windows(2).any(|w| w[0].head == w[1].head)
+    }
+}
+
+impl<const MAX: usize> Ordered<MAX> {
+    /// Spare slots a chunk keeps at most: it grows by this many at a time and gives back
+    /// what it no longer needs, instead of holding `MAX` slots from the start.
+    const GROW: usize = if MAX >= 64 { MAX / 16 } else { 2 };
+
+    fn len(&self) -> usize {
+        self.chunks.values().map(|c| c.slots.len()).sum()
+    }
+
+    /// The chunk whose range holds `key`, with its bound.
+    fn chunk_for(&mut self, key: &[u8]) -> Option<(&[u8], &mut Chunk)> {
+        self.chunks
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .map(|(bound, chunk)| (&**bound, chunk))
     }
 
     fn insert<'k>(&mut self, id: u32, key: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) {
-        if self.chunks.is_empty() {
-            let mut first = Vec::with_capacity(CHUNK_MAX + 1);
-            first.push(id);
-            self.chunks.push(first);
+        let Some((bound, chunk)) = self.chunk_for(key) else {
+            let slots = vec![Slot {
+                head: head(key, 0),
+                id,
+            }];
+            self.chunks.insert(Box::default(), Chunk { skip: 0, slots });
+            return;
+        };
+        let Err(at) = chunk.search(key, key_of) else {
+            panic!("duplicate key in the ordered index");
+        };
+        if chunk.slots.len() == chunk.slots.capacity() {
+            chunk.slots.reserve_exact(Self::GROW);
+        }
+        let h = head(key, chunk.skip);
+        chunk.slots.insert(at, Slot { head: h, id });
+        if chunk.slots.len() <= MAX {
             return;
         }
-        let c = self.chunk_for(key, key_of);
-        let chunk = &mut self.chunks[c];
-        let at = chunk.partition_point(|&i| key_of(i) < key);
-        debug_assert!(
-            chunk.get(at).is_none_or(|&i| key_of(i) != key),
-            "duplicate key"
-        );
-        chunk.insert(at, id);
-        if chunk.len() > CHUNK_MAX {
-            let mut tail = Vec::with_capacity(CHUNK_MAX + 1);
-            tail.extend(chunk.drain(CHUNK_MAX / 2..));
-            self.chunks.insert(c + 1, tail);
+        // Split: the upper half becomes a chunk whose bound is its first key.
+        let mut upper = Vec::with_capacity(MAX - MAX / 2 + 1 + Self::GROW);
+        upper.extend(chunk.slots.drain(MAX / 2..));
+        chunk.slots.shrink_to(MAX / 2 + Self::GROW);
+        let split: Box<[u8]> = key_of(upper[0].id).into();
+        // Both halves have narrower ranges, so they may share a longer prefix: worth new
+        // heads only where equal heads make searches read keys (say, while the store grows
+        // from a single chunk, whose range has no common prefix at all).
+        let old_skip = chunk.skip;
+        let lower_skip = common_prefix(bound, &split);
+        if lower_skip > old_skip && chunk.has_ties() {
+            chunk.rehead(lower_skip, key_of);
         }
+        let upper_skip = self
+            .chunks
+            .range::<[u8], _>((Bound::Excluded(&*split), Bound::Unbounded))
+            .next()
+            .map_or(0, |(next, _)| common_prefix(&split, next));
+        debug_assert!(upper_skip >= old_skip);
+        let mut upper = Chunk {
+            skip: old_skip,
+            slots: upper,
+        };
+        if upper_skip > old_skip && upper.has_ties() {
+            upper.rehead(upper_skip, key_of);
+        }
+        self.chunks.insert(split, upper);
     }
 
     fn remove<'k>(&mut self, key: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) -> Option<u32> {
-        if self.chunks.is_empty() {
-            return None;
-        }
-        let c = self.chunk_for(key, key_of);
-        let chunk = &mut self.chunks[c];
-        let at = chunk.partition_point(|&i| key_of(i) < key);
-        if chunk.get(at).is_none_or(|&i| key_of(i) != key) {
-            return None;
-        }
-        let id = chunk.remove(at);
-        if chunk.is_empty() {
-            self.chunks.remove(c);
+        let (bound, chunk) = self.chunk_for(key)?;
+        let at = chunk.search(key, key_of).ok()?;
+        let id = chunk.slots.remove(at).id;
+        if chunk.slots.is_empty() {
+            let bound = Box::from(bound);
+            self.remove_chunk(&bound, key_of);
+        } else if chunk.slots.capacity() - chunk.slots.len() > 2 * Self::GROW {
+            chunk.slots.shrink_to(chunk.slots.len() + Self::GROW);
         }
         Some(id)
     }
 
-    /// (chunk, position) of the first id at or after `start`.
-    fn seek<'k>(&self, start: Bound<&[u8]>, key_of: &impl Fn(u32) -> &'k [u8]) -> (usize, usize) {
-        let (key, inclusive) = match start {
-            Bound::Unbounded => return (0, 0),
-            Bound::Included(k) => (k, true),
-            Bound::Excluded(k) => (k, false),
-        };
-        let before = |i: u32| {
-            if inclusive {
-                key_of(i) < key
-            } else {
-                key_of(i) <= key
+    /// Drops the (empty) chunk at `bound`; its range goes to the chunk before it, or for the
+    /// first chunk to the one after it, which takes the empty bound. The wider range may share
+    /// a shorter prefix: then that chunk needs new heads.
+    fn remove_chunk<'k>(&mut self, bound: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) {
+        let removed = self.chunks.remove(bound);
+        debug_assert!(removed.is_some_and(|c| c.slots.is_empty()));
+        if bound.is_empty() {
+            if let Some((_, mut next)) = self.chunks.pop_first() {
+                if next.skip != 0 {
+                    next.rehead(0, key_of);
+                }
+                self.chunks.insert(Box::default(), next);
             }
-        };
-        let c = self
-            .chunks
-            .partition_point(|c| before(*c.last().expect("no empty chunks")));
-        match self.chunks.get(c) {
-            None => (self.chunks.len(), 0),
-            Some(chunk) => (c, chunk.partition_point(|&i| before(i))),
+            return;
         }
+        let skip = {
+            let (before, _) = self
+                .chunks
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(bound)))
+                .next_back()
+                .expect("the first chunk has the lowest bound");
+            self.chunks
+                .range::<[u8], _>((Bound::Included(bound), Bound::Unbounded))
+                .next()
+                .map_or(0, |(next, _)| common_prefix(before, next))
+        };
+        let (_, before) = self
+            .chunks
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Excluded(bound)))
+            .next_back()
+            .expect("the first chunk has the lowest bound");
+        if skip < before.skip {
+            before.rehead(skip, key_of);
+        }
+    }
+
+    /// Where a scan from `start` begins: the bound of a chunk and a position in it.
+    fn seek<'a, 'k>(
+        &'a self,
+        start: Bound<&[u8]>,
+        key_of: &impl Fn(u32) -> &'k [u8],
+    ) -> (Bound<&'a [u8]>, usize) {
+        let (Bound::Included(key) | Bound::Excluded(key)) = start else {
+            return (Bound::Unbounded, 0);
+        };
+        let Some((bound, chunk)) = self
+            .chunks
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+        else {
+            return (Bound::Unbounded, 0);
+        };
+        let at = match (chunk.search(key, key_of), start) {
+            (Ok(i), Bound::Excluded(_)) => i + 1,
+            (Ok(i) | Err(i), _) => i,
+        };
+        (Bound::Included(bound), at)
+    }
+
+    /// The ids in key order from a [`Ordered::seek`] position on.
+    fn ids_from<'a>(
+        &'a self,
+        (bound, at): (Bound<&'a [u8]>, usize),
+    ) -> impl Iterator<Item = u32> + 'a {
+        self.chunks
+            .range::<[u8], _>((bound, Bound::Unbounded))
+            .enumerate()
+            .flat_map(move |(i, (_, c))| {
+                let from = if i == 0 { at } else { 0 };
+                c.slots[from..].iter().map(|s| s.id)
+            })
+    }
+
+    /// Builds the index from ids already in strictly increasing key order, without a single
+    /// search: chunks filled to 3/4 (room for inserts before they split), bounds their first
+    /// keys.
+    fn from_sorted<'k>(
+        ids: impl Iterator<Item = u32>,
+        key_of: &impl Fn(u32) -> &'k [u8],
+    ) -> Ordered<MAX> {
+        let fill = (MAX * 3 / 4).max(1);
+        let mut parts: Vec<Vec<Slot>> = vec![];
+        for id in ids {
+            if parts.last().is_none_or(|p| p.len() == fill) {
+                parts.push(Vec::with_capacity(fill + Self::GROW));
+            }
+            let part = parts.last_mut().expect("just pushed");
+            part.push(Slot { head: 0, id });
+        }
+        let bounds: Vec<&[u8]> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| if i == 0 { &[][..] } else { key_of(p[0].id) })
+            .collect();
+        let chunks = parts.into_iter().enumerate().map(|(i, slots)| {
+            let skip = bounds
+                .get(i + 1)
+                .map_or(0, |&n| common_prefix(bounds[i], n));
+            let mut chunk = Chunk { skip, slots };
+            chunk.rehead(skip, key_of);
+            (Box::from(bounds[i]), chunk)
+        });
+        Ordered {
+            chunks: chunks.collect(),
+        }
+    }
+
+    /// Approximate heap bytes: slots, bounds, and the map's nodes (about 1.5 times the bytes
+    /// of their entries).
+    fn heap_bytes(&self) -> usize {
+        let node = (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Chunk>()) * 3 / 2;
+        self.chunks
+            .iter()
+            .map(|(b, c)| {
+                c.slots.capacity() * std::mem::size_of::<Slot>() + b.len().div_ceil(16) * 16 + node
+            })
+            .sum()
+    }
+
+    /// Checks bounds, order, skips and heads; returns the ids in order.
+    fn check<'k>(&self, key_of: &impl Fn(u32) -> &'k [u8]) -> Vec<u32> {
+        let bounds: Vec<&[u8]> = self.chunks.keys().map(|b| &**b).collect();
+        assert!(bounds.first().is_none_or(|b| b.is_empty()), "first bound");
+        let mut ids = vec![];
+        let mut previous: Option<&[u8]> = None;
+        for (i, chunk) in self.chunks.values().enumerate() {
+            let (lo, hi) = (bounds[i], bounds.get(i + 1).copied());
+            assert!(!chunk.slots.is_empty(), "empty chunk");
+            assert!(chunk.slots.len() <= MAX, "chunk over size");
+            assert!(
+                chunk.slots.capacity() <= MAX + 1 + Self::GROW,
+                "chunk capacity"
+            );
+            assert!(
+                chunk.skip <= hi.map_or(0, |hi| common_prefix(lo, hi)),
+                "skip longer than the range's common prefix"
+            );
+            for s in &chunk.slots {
+                let key = key_of(s.id);
+                assert!(
+                    lo <= key && hi.is_none_or(|hi| key < hi),
+                    "key outside its chunk"
+                );
+                assert!(
+                    previous.is_none_or(|p| p < key),
+                    "ordered index out of order"
+                );
+                assert_eq!(s.head, head(key, chunk.skip), "stale head");
+                previous = Some(key);
+                ids.push(s.id);
+            }
+        }
+        ids
     }
 }
 
@@ -642,5 +916,328 @@ mod tests {
             let all = live_keys(&ix, Bound::Unbounded, Bound::Unbounded);
             prop_assert_eq!(all, model.keys().map(|k| k.to_vec()).collect::<Vec<_>>());
         }
+    }
+    /// Keys with long shared prefixes (heads then tie), keys that are prefixes of others, and
+    /// zero bytes ("ab" and "ab\0" have the same head).
+    fn tricky_key() -> impl Strategy<Value = Vec<u8>> {
+        let prefixes: [&[u8]; 4] = [b"", b"k", b"key_000000", b"a/long/shared/prefix/key_000"];
+        (
+            0..prefixes.len(),
+            prop::collection::vec(
+                prop_oneof![Just(0u8), Just(1), Just(b'0'), Just(0xff)],
+                0..6,
+            ),
+        )
+            .prop_map(move |(p, suffix)| {
+                let mut key = prefixes[p].to_vec();
+                key.extend(suffix);
+                if key.is_empty() {
+                    key.push(1);
+                }
+                key
+            })
+    }
+
+    fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
+        prop_oneof![
+            Just(Bound::Unbounded),
+            tricky_key().prop_map(Bound::Included),
+            tricky_key().prop_map(Bound::Excluded),
+        ]
+    }
+
+    fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+        match b {
+            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(k) => Bound::Included(k),
+            Bound::Excluded(k) => Bound::Excluded(k),
+        }
+    }
+
+    /// A BTreeMap panics on a range whose start is above its end; such a range is empty.
+    fn valid_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+        match (start, end) {
+            (Bound::Included(s), Bound::Included(e)) => s <= e,
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+                s < e
+            }
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The ordered index alone with tiny chunks (many splits, emptied chunks, new heads),
+        /// against a BTreeMap: inserts, removes, seeks from random bounds, bulk rebuilds.
+        #[test]
+        fn tiny_chunks_match_a_btreemap(ops in prop::collection::vec((0u8..16, tricky_key(), bound()), 1..600)) {
+            let mut keys: Vec<Box<[u8]>> = vec![];
+            let mut ordered = Ordered::<4>::default();
+            let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+            for (op, key, start) in ops {
+                match op {
+                    0..=7 => {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(key) {
+                            let id = keys.len() as u32;
+                            keys.push(slot.key().clone().into());
+                            ordered.insert(id, slot.key(), &|i| &keys[i as usize]);
+                            slot.insert(id);
+                        }
+                    }
+                    8 | 9 => {
+                        let removed = ordered.remove(&key, &|i| &keys[i as usize]);
+                        prop_assert_eq!(removed, model.remove(&key));
+                    }
+                    10..=12 => {
+                        // A run of removes: empties whole chunks.
+                        let run: Vec<Vec<u8>> = model
+                            .range::<[u8], _>((as_ref(&start), Bound::Unbounded))
+                            .map(|(k, _)| k.clone())
+                            .take(6)
+                            .collect();
+                        for k in run {
+                            let removed = ordered.remove(&k, &|i| &keys[i as usize]);
+                            prop_assert_eq!(removed, model.remove(&k));
+                        }
+                    }
+                    13 | 14 => {
+                        let got: Vec<u32> = ordered
+                            .ids_from(ordered.seek(as_ref(&start), &|i| &keys[i as usize]))
+                            .take(10)
+                            .collect();
+                        let want: Vec<u32> = model
+                            .range::<[u8], _>((as_ref(&start), Bound::Unbounded))
+                            .map(|(_, &id)| id)
+                            .take(10)
+                            .collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    _ => {
+                        let ids: Vec<u32> = model.values().copied().collect();
+                        ordered = Ordered::from_sorted(ids.into_iter(), &|i| &keys[i as usize]);
+                    }
+                }
+                let ids = ordered.check(&|i| &keys[i as usize]);
+                prop_assert_eq!(ids, model.values().copied().collect::<Vec<_>>());
+            }
+        }
+
+        /// The index with tricky keys against a BTreeMap, ranges between random bounds, and a
+        /// snapshot-style rebuild (which must give the same index and keep working).
+        #[test]
+        fn tricky_keys_and_bounds(ops in prop::collection::vec((0u8..4, tricky_key()), 1..1500), bounds in prop::collection::vec((bound(), bound()), 8)) {
+            let mut ix = Index::new(1);
+            let mut model: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+            let mut seq = 0;
+            let half = ops.len() / 2;
+            for (n, (op, key)) in ops.into_iter().enumerate() {
+                if n == half {
+                    let mut r = Restore::new(1, ix.len());
+                    for e in ix.iter_ordered() {
+                        r.push(e.key(), e.seq, e.loc, e.value_len, e.meta_bits()).unwrap();
+                    }
+                    let restored = r.finish();
+                    restored.check_invariants();
+                    let all = |ix: &Index| ix.iter_ordered().map(|e| (e.key().to_vec(), e.seq, e.dead(), e.is_tombstone())).collect::<Vec<_>>();
+                    prop_assert_eq!(all(&restored), all(&ix));
+                    ix = restored;
+                }
+                seq += 1;
+                let at = loc(0, seq as u32);
+                match op {
+                    0 | 1 => {
+                        ix.apply(&key, seq, at, Kind::Put, seq as u32);
+                        model.insert(key, seq as u32);
+                    }
+                    2 => {
+                        if model.remove(&key).is_some() {
+                            ix.apply(&key, seq, at, Kind::Tombstone, 0);
+                        }
+                    }
+                    _ => {
+                        if let Some(e) = ix.entry(&key) {
+                            let (dead, tomb_loc) = (e.dead(), e.loc);
+                            for _ in 0..dead { ix.forget_dead(&key); }
+                            ix.drop_tombstone(&key, tomb_loc);
+                        }
+                    }
+                }
+            }
+            ix.check_invariants();
+            for (start, end) in &bounds {
+                let (start, end) = (as_ref(start), as_ref(end));
+                let want: Vec<Vec<u8>> = if valid_range(start, end) {
+                    model.range::<[u8], _>((start, end)).map(|(k, _)| k.clone()).collect()
+                } else {
+                    vec![]
+                };
+                prop_assert_eq!(live_keys(&ix, start, end), want);
+            }
+        }
+    }
+
+    #[test]
+    fn restore_refuses_keys_out_of_order() {
+        let mut r = Restore::new(1, 2);
+        r.push(b"b", 1, loc(0, 0), 1, 0).unwrap();
+        assert!(r.push(b"b", 2, loc(0, 0), 1, 0).is_err(), "duplicate");
+        assert!(r.push(b"a", 2, loc(0, 0), 1, 0).is_err(), "below");
+        assert!(r.push(b"c", 2, loc(0, 0), 0, 0).is_err(), "empty put");
+        assert!(
+            r.push(b"c", 2, loc(0, 0), 1, TOMBSTONE).is_err(),
+            "tombstone with a value"
+        );
+        r.push(b"c", 2, loc(0, 0), 0, TOMBSTONE | 3).unwrap();
+        let ix = r.finish();
+        ix.check_invariants();
+        assert_eq!(ix.entry(b"c").unwrap().dead(), 3);
+        assert_eq!(ix.live_records(), 1);
+    }
+
+    /// Timings of `Index::apply` and friends (not a correctness test):
+    /// `cargo test --release --lib -- --ignored --nocapture index_timings`
+    #[test]
+    #[ignore]
+    fn index_timings() {
+        use std::time::Instant;
+        // xorshift64*: deterministic, no extra dependency.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let pct = |v: &mut Vec<u64>, p: usize| {
+            v.sort_unstable();
+            v[(v.len() * p / 100).min(v.len() - 1)]
+        };
+        // INDEX_TIMINGS=ordered: only the ordered index alone.
+        let all = std::env::var("INDEX_TIMINGS").map_or(true, |v| v != "ordered");
+        for style in ["key_%08d", "random"].into_iter().filter(|_| all) {
+            for n in [100usize, 10_000, 1_000_000] {
+                let m = n.min(10_000);
+                let (mut ins, mut over, mut seek) = (vec![], vec![], vec![]);
+                let mut bytes_per_record = 0.0;
+                for _ in 0..10_000 / m {
+                    // The bench's keys (shuffled `key_%08d`) or random 8..24-byte keys.
+                    let mut keys: Vec<Vec<u8>> = (0..n)
+                        .map(|i| match style {
+                            "random" => {
+                                let len = 8 + rnd() as usize % 17;
+                                (0..len).map(|_| rnd() as u8).collect()
+                            }
+                            _ => format!("key_{i:08}").into_bytes(),
+                        })
+                        .collect();
+                    for i in (1..n).rev() {
+                        keys.swap(i, rnd() as usize % (i + 1));
+                    }
+                    let mut ix = Index::new(1);
+                    let mut seq = 0;
+                    for k in &keys[..n - m] {
+                        seq += 1;
+                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+                    }
+                    for k in &keys[n - m..] {
+                        seq += 1;
+                        let t = Instant::now();
+                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+                        ins.push(t.elapsed().as_nanos() as u64);
+                    }
+                    for _ in 0..m {
+                        let k = &keys[rnd() as usize % n];
+                        seq += 1;
+                        let t = Instant::now();
+                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+                        over.push(t.elapsed().as_nanos() as u64);
+                    }
+                    for _ in 0..m {
+                        let k = &keys[rnd() as usize % n];
+                        let t = Instant::now();
+                        let mut got = 0;
+                        ix.for_each_live(Bound::Included(k), Bound::Unbounded, |_| {
+                            got += 1;
+                            ControlFlow::Break(())
+                        });
+                        seek.push(t.elapsed().as_nanos() as u64);
+                        assert_eq!(got, 1);
+                    }
+                    let keys_heap: usize =
+                        keys.iter().map(|k| k.len().div_ceil(16) * 16 + 16).sum();
+                    bytes_per_record = (ix.heap_bytes() as f64 - keys_heap as f64) / n as f64;
+                }
+                println!(
+                    "{style:>9} n={n:>8}: insert p50 {:>5} p99 {:>6} ns | overwrite p50 {:>5} p99 {:>6} | seek p50 {:>5} p99 {:>6} | {bytes_per_record:.1} B/record besides keys",
+                    pct(&mut ins, 50), pct(&mut ins, 99), pct(&mut over, 50), pct(&mut over, 99), pct(&mut seek, 50), pct(&mut seek, 99),
+                );
+            }
+        }
+        // The ordered index alone, 1M shuffled `key_%08d` keys (boxed in insertion order, as
+        // in the slab).
+        let n = 1_000_000;
+        let mut order: Vec<u32> = (0..n).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rnd() as usize % (i + 1));
+        }
+        let keys: Vec<Box<[u8]>> = order
+            .iter()
+            .map(|k| format!("key_{k:08}").into_bytes().into())
+            .collect();
+        let key_of = |i: u32| -> &[u8] { &keys[i as usize] };
+        let mut ordered = Ordered::<CHUNK_MAX>::default();
+        let mut times = vec![];
+        for id in 0..n {
+            let t = Instant::now();
+            ordered.insert(id, &keys[id as usize], &key_of);
+            if id >= n - 10_000 {
+                times.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        println!(
+            "ordered index alone, 1M keys: insert p50 {} p99 {} ns",
+            pct(&mut times, 50),
+            pct(&mut times, 99)
+        );
+        if !all {
+            return;
+        }
+        // As in the benchmark: 990k entries restored the way a snapshot load does, then 10k
+        // inserts of new keys.
+        let (n, m) = (1_000_000u64, 10_000);
+        let mut keys: Vec<Vec<u8>> = (0..n).map(|i| format!("key_{i:08}").into_bytes()).collect();
+        for i in (1..keys.len()).rev() {
+            keys.swap(i, rnd() as usize % (i + 1));
+        }
+        let mut src = Index::new(1);
+        for (i, k) in keys[..(n - m) as usize].iter().enumerate() {
+            src.apply(k, i as u64 + 1, loc(0, 0), Kind::Put, 100);
+        }
+        let stream: Vec<(Vec<u8>, u64, u32)> = src
+            .iter_ordered()
+            .map(|e| (e.key().to_vec(), e.seq, e.meta_bits()))
+            .collect();
+        drop(src);
+        let t = Instant::now();
+        let mut r = Restore::new(1, stream.len());
+        for (key, seq, meta) in &stream {
+            r.push(key, *seq, loc(0, 0), 100, *meta).unwrap();
+        }
+        let mut ix = r.finish();
+        let restore_ms = t.elapsed().as_millis();
+        let mut ins = vec![];
+        for (i, k) in keys[(n - m) as usize..].iter().enumerate() {
+            let t = Instant::now();
+            ix.apply(k, n + i as u64, loc(0, 0), Kind::Put, 100);
+            ins.push(t.elapsed().as_nanos() as u64);
+        }
+        let keys_heap: usize = keys.iter().map(|k| k.len().div_ceil(16) * 16 + 16).sum();
+        println!(
+            "restore of {} entries: {restore_ms} ms; then {m} inserts: p50 {} p99 {} ns, {:.1} B/record besides keys",
+            stream.len(),
+            pct(&mut ins, 50),
+            pct(&mut ins, 99),
+            (ix.heap_bytes() as f64 - keys_heap as f64) / n as f64
+        );
     }
 }
