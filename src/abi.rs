@@ -25,6 +25,7 @@ use std::mem::{offset_of, size_of};
 use nix::errno::Errno;
 
 use crate::ffi::uapi;
+use crate::le::{u16_at, u32_at, u64_at};
 
 pub const KEY_MAX: usize = uapi::HPKV_KEY_MAX as usize;
 pub const STR_KEY_MAX: usize = uapi::HPKV_STR_KEY_MAX as usize;
@@ -222,16 +223,6 @@ fn bad_arg(arg: u64) -> bool {
 
 fn granule_rest(addr: u64) -> u64 {
     GRANULE - addr % GRANULE
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Decodes one round of ioctl `cmd` on `arg`, given the `input` the kernel copied in and
@@ -567,7 +558,8 @@ pub fn range_entry_size(key_len: usize, value_len: usize) -> usize {
     (RANGE_ENTRY_HEADER_SIZE + key_len + value_len).next_multiple_of(8)
 }
 
-/// The numbers of `struct hpkv_stats`.
+/// The numbers of `struct hpkv_stats`: what the engine reports ([`crate::engine::Stats`]),
+/// plus the profile the daemon serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatsRecord {
     pub records: u64,
@@ -596,6 +588,9 @@ pub struct StatsRecord {
     pub uptime_ms: u64,
     /// [`ABI_README`] or [`ABI_V13`].
     pub abi_profile: u64,
+    pub index_heap_bytes: u64,
+    /// 1 after a device error stopped writes.
+    pub read_only: u64,
 }
 
 pub const ABI_README: u64 = uapi::HPKV_ABI_README as u64;
@@ -639,6 +634,8 @@ macro_rules! stats_fields {
         $m!(compaction_bytes_reclaimed);
         $m!(uptime_ms);
         $m!(abi_profile);
+        $m!(index_heap_bytes);
+        $m!(read_only);
     };
 }
 

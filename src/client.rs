@@ -37,6 +37,7 @@ use nix::errno::Errno;
 
 use crate::abi::{self, Profile, StatsRecord};
 use crate::ffi::{sys, uapi};
+use crate::le::{u16_at, u32_at, u64_at};
 
 /// Where hpkvd serves its device unless told otherwise (`hpkvd --name`).
 pub const DEFAULT_DEVICE: &str = "/dev/hpkv";
@@ -227,15 +228,6 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 }
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// `[u16 key_len][u64 value_len][key][value]`, the layout of INSERT and PARTIAL_UPDATE.

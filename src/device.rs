@@ -13,7 +13,7 @@ use slab::Slab;
 
 use crate::abi::{self, Command, Decoded, Profile, RangeBuilder, StatsRecord, WriteRequest};
 use crate::cuse::{Handler, IoctlRequest, Reply};
-use crate::engine::{Engine, Error, Stats, WriteOp};
+use crate::engine::{Engine, Error, WriteOp};
 
 /// Open files at most; more opens fail with ENFILE.
 pub const OPEN_FILES_MAX: usize = 1 << 16;
@@ -121,7 +121,7 @@ impl HpkvDevice {
             Command::Stats => {
                 let record = StatsRecord {
                     abi_profile: self.profile.number(),
-                    ..stats_record(&self.engine.stats())
+                    ..self.engine.stats()
                 };
                 reply.ioctl(0, &[&record.encode()]);
             }
@@ -184,36 +184,6 @@ pub fn errno_of(e: &Error) -> i32 {
         log::warn!("answering EIO: {e}");
     }
     e.errno()
-}
-
-pub fn stats_record(s: &Stats) -> StatsRecord {
-    StatsRecord {
-        records: s.records,
-        disk_usage_bytes: s.disk_usage_bytes,
-        device_size_bytes: s.device_size_bytes,
-        free_bytes: s.free_bytes,
-        log_bytes: s.log_bytes,
-        live_bytes: s.live_bytes,
-        segment_size_bytes: s.segment_size_bytes,
-        segments_total: s.segments_total,
-        segments_free: s.segments_free,
-        cache_capacity_bytes: s.cache_capacity_bytes,
-        cache_used_bytes: s.cache_used_bytes,
-        cache_hits: s.cache_hits,
-        cache_misses: s.cache_misses,
-        gets: s.gets,
-        puts: s.puts,
-        appends: s.appends,
-        deletes: s.deletes,
-        purges: s.purges,
-        device_writes: s.device_writes,
-        device_flushes: s.device_flushes,
-        compactions: s.compactions,
-        compaction_bytes_moved: s.compaction_bytes_moved,
-        compaction_bytes_reclaimed: s.compaction_bytes_reclaimed,
-        uptime_ms: s.uptime_ms,
-        abi_profile: 0,
-    }
 }
 
 /// Where an open file's listing (`read()`) stands.

@@ -14,3 +14,4 @@ pub mod cuse;
 pub mod device;
 pub mod engine;
 pub mod ffi;
+mod le;

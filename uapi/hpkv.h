@@ -167,7 +167,9 @@ struct hpkv_stats {
 	__u64 compaction_bytes_reclaimed;
 	__u64 uptime_ms;
 	__u64 abi_profile;          /* the daemon's profile: HPKV_ABI_README or HPKV_ABI_V13 */
-	__u64 reserved[7];
+	__u64 index_heap_bytes;     /* memory held by the index */
+	__u64 read_only;            /* 1 after a device error stopped writes (restart hpkvd) */
+	__u64 reserved[5];
 };
 
 #define HPKV_ABI_README 0

@@ -4,6 +4,7 @@
 //! and the fuzz targets share one definition of what a valid structure is. All integers are
 //! little-endian. Every structure carries a CRC32C (Castagnoli) over its own bytes.
 
+use crate::le::{u16_at, u32_at, u64_at};
 use std::fmt;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -38,16 +39,6 @@ pub fn crc(bytes: &[u8]) -> u32 {
 /// never pass for this store's, whatever their incarnation number.
 pub fn store_seed(uuid: &[u8; 16]) -> u32 {
     crc32c::crc32c(uuid)
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// The store's identity and geometry. Two copies; the valid one with the highest

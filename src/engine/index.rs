@@ -848,6 +848,39 @@ mod tests {
         ix.check_invariants();
     }
 
+    /// One step of a model test: 0 and 1 put (`value_len`), 2 deletes, 3 erases every dead
+    /// record of the key as compaction would and drops its tombstone.
+    fn apply_model_op(
+        ix: &mut Index,
+        model: &mut BTreeMap<Vec<u8>, u32>,
+        op: u8,
+        key: Vec<u8>,
+        seq: u64,
+        value_len: u32,
+    ) {
+        let at = loc(0, seq as u32);
+        match op {
+            0 | 1 => {
+                ix.apply(&key, seq, at, Kind::Put, value_len);
+                model.insert(key, value_len);
+            }
+            2 => {
+                if model.remove(&key).is_some() {
+                    ix.apply(&key, seq, at, Kind::Tombstone, 0);
+                }
+            }
+            _ => {
+                if let Some(e) = ix.entry(&key) {
+                    let (dead, tomb_loc) = (e.dead(), e.loc);
+                    for _ in 0..dead {
+                        ix.forget_dead(&key);
+                    }
+                    ix.drop_tombstone(&key, tomb_loc);
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// The index against a BTreeMap model: puts, deletes, tombstone drops, ranges.
@@ -858,26 +891,7 @@ mod tests {
             let mut seq = 0;
             for (op, key, len) in ops {
                 seq += 1;
-                let at = loc(0, seq as u32);
-                match op {
-                    0 | 1 => {
-                        ix.apply(&key, seq, at, Kind::Put, len + 1);
-                        model.insert(key, len + 1);
-                    }
-                    2 => {
-                        if model.remove(&key).is_some() {
-                            ix.apply(&key, seq, at, Kind::Tombstone, 0);
-                        }
-                    }
-                    _ => {
-                        // Pretend compaction erased every dead record of the key, then drop.
-                        if let Some(e) = ix.entry(&key) {
-                            let (dead, tomb_loc) = (e.dead(), e.loc);
-                            for _ in 0..dead { ix.forget_dead(&key); }
-                            ix.drop_tombstone(&key, tomb_loc);
-                        }
-                    }
-                }
+                apply_model_op(&mut ix, &mut model, op, key, seq, len + 1);
             }
             ix.check_invariants();
             for (k, v) in &model {
@@ -1043,25 +1057,7 @@ mod tests {
                     ix = restored;
                 }
                 seq += 1;
-                let at = loc(0, seq as u32);
-                match op {
-                    0 | 1 => {
-                        ix.apply(&key, seq, at, Kind::Put, seq as u32);
-                        model.insert(key, seq as u32);
-                    }
-                    2 => {
-                        if model.remove(&key).is_some() {
-                            ix.apply(&key, seq, at, Kind::Tombstone, 0);
-                        }
-                    }
-                    _ => {
-                        if let Some(e) = ix.entry(&key) {
-                            let (dead, tomb_loc) = (e.dead(), e.loc);
-                            for _ in 0..dead { ix.forget_dead(&key); }
-                            ix.drop_tombstone(&key, tomb_loc);
-                        }
-                    }
-                }
+                apply_model_op(&mut ix, &mut model, op, key, seq, seq as u32);
             }
             ix.check_invariants();
             for (start, end) in &bounds {

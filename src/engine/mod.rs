@@ -212,36 +212,9 @@ impl From<io::Error> for OpenError {
     }
 }
 
-/// Numbers for STATS and `hpkvctl stats`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub records: u64,
-    pub disk_usage_bytes: u64,
-    pub device_size_bytes: u64,
-    pub free_bytes: u64,
-    pub log_bytes: u64,
-    pub live_bytes: u64,
-    pub segment_size_bytes: u64,
-    pub segments_total: u64,
-    pub segments_free: u64,
-    pub cache_capacity_bytes: u64,
-    pub cache_used_bytes: u64,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub gets: u64,
-    pub puts: u64,
-    pub appends: u64,
-    pub deletes: u64,
-    pub purges: u64,
-    pub device_writes: u64,
-    pub device_flushes: u64,
-    pub compactions: u64,
-    pub compaction_bytes_moved: u64,
-    pub compaction_bytes_reclaimed: u64,
-    pub uptime_ms: u64,
-    pub index_heap_bytes: u64,
-    pub read_only: bool,
-}
+/// Numbers for STATS and `hpkvctl stats`: the record the ABI carries (`struct hpkv_stats`);
+/// the engine fills every field but `abi_profile`, which is the daemon's.
+pub type Stats = crate::abi::StatsRecord;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -663,8 +636,9 @@ impl Engine {
             compaction_bytes_moved: get(&c.compaction_bytes_moved),
             compaction_bytes_reclaimed: get(&c.compaction_bytes_reclaimed),
             uptime_ms: s.started.elapsed().as_millis() as u64,
+            abi_profile: 0,
             index_heap_bytes,
-            read_only: s.read_only.load(Ordering::Relaxed),
+            read_only: u64::from(s.read_only.load(Ordering::Relaxed)),
         }
     }
 
