@@ -45,6 +45,7 @@ for target in $(cargo fuzz list); do
     if [ "$rc" -ne 0 ]; then
         failed+=("$target")
         echo "run.sh: $target FAILED (exit $rc); the end of $log:"
+        grep -m1 -A1 'panicked at' "$log" || true
         tail -40 "$log"
         summary+=("$target: CRASH")
     else

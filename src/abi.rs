@@ -52,6 +52,8 @@ pub const GET_STRUCT_SIZE: usize = size_of::<uapi::hpkv_get>();
 pub const RANGE_STRUCT_SIZE: usize = size_of::<uapi::hpkv_range>();
 pub const RANGE_ENTRY_HEADER_SIZE: usize = size_of::<uapi::hpkv_range_entry>();
 pub const STATS_STRUCT_SIZE: usize = size_of::<uapi::hpkv_stats>();
+/// Bytes of `struct hpkv_stats` that hold counters; `reserved` follows (zeros).
+pub const STATS_COUNTERS_SIZE: usize = offset_of!(uapi::hpkv_stats, reserved);
 const KV_HEADER_SIZE: usize = size_of::<uapi::hpkv_kv>();
 const V13_KEY_HEADER_SIZE: usize = size_of::<uapi::hpkv_v13_key>();
 const V13_VALUE_LEN_OFFSET: u64 = uapi::HPKV_V13_VALUE_LEN_OFFSET as u64;
@@ -1005,5 +1007,16 @@ mod tests {
             s.proc_text(),
             "Total records: 3\nTotal disk usage: 18 bytes\nDevice size: 1073741824 bytes\n"
         );
+    }
+
+    #[test]
+    fn stats_fields_cover_every_counter_of_the_header() {
+        // A counter missing from `stats_fields!` would come back as zeros here.
+        let ones = vec![0xffu8; STATS_STRUCT_SIZE];
+        let enc = StatsRecord::decode(&ones).unwrap().encode();
+        assert!(enc[..STATS_COUNTERS_SIZE].iter().all(|&b| b == 0xff));
+        assert!(enc[STATS_COUNTERS_SIZE..].iter().all(|&b| b == 0));
+        let json = StatsRecord::default().to_json();
+        assert_eq!(json.as_object().unwrap().len() * 8, STATS_COUNTERS_SIZE);
     }
 }
