@@ -561,7 +561,7 @@ pub fn range_entry_size(key_len: usize, value_len: usize) -> usize {
 }
 
 /// The numbers of `struct hpkv_stats`: what the engine reports ([`crate::engine::Stats`]),
-/// plus the profile the daemon serves.
+/// plus what the device layer knows (the profile it serves, the ioctl rounds it answered).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatsRecord {
     pub records: u64,
@@ -593,6 +593,10 @@ pub struct StatsRecord {
     pub index_heap_bytes: u64,
     /// 1 after a device error stopped writes.
     pub read_only: u64,
+    /// ioctl requests the daemon received, every round of the retry protocol counted.
+    pub ioctl_requests: u64,
+    /// Of those, the ones answered with a retry.
+    pub ioctl_retries: u64,
 }
 
 pub const ABI_README: u64 = uapi::HPKV_ABI_README as u64;
@@ -638,6 +642,8 @@ macro_rules! stats_fields {
         $m!(abi_profile);
         $m!(index_heap_bytes);
         $m!(read_only);
+        $m!(ioctl_requests);
+        $m!(ioctl_retries);
     };
 }
 

@@ -6,6 +6,7 @@
 //! answered by the worker that received them. Each open file has its own listing cursor.
 
 use std::ops::{Bound, ControlFlow};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +23,10 @@ pub struct HpkvDevice {
     engine: Arc<Engine>,
     profile: Profile,
     files: Mutex<Slab<Arc<Mutex<Listing>>>>,
+    /// ioctl requests received, every round of the retry protocol counted.
+    ioctl_requests: AtomicU64,
+    /// Of those, the ones answered with a retry.
+    ioctl_retries: AtomicU64,
 }
 
 impl HpkvDevice {
@@ -30,7 +35,15 @@ impl HpkvDevice {
             engine,
             profile,
             files: Mutex::new(Slab::new()),
+            ioctl_requests: AtomicU64::new(0),
+            ioctl_retries: AtomicU64::new(0),
         }
+    }
+
+    /// Answers "retry": the kernel copies the areas named and calls again.
+    fn retry(&self, reply: Reply, input: &[abi::Iov], output: &[abi::Iov]) {
+        self.ioctl_retries.fetch_add(1, Ordering::Relaxed);
+        reply.ioctl_retry(input, output);
     }
 
     fn listing(&self, fh: u64) -> Option<Arc<Mutex<Listing>>> {
@@ -55,7 +68,7 @@ impl HpkvDevice {
                 Ok(Some(value)) => {
                     match abi::get_reply(self.profile, arg, key_span, out_size, value.len()) {
                         Ok(v) => reply.ioctl(0, &[&v.prefix, &value, v.suffix]),
-                        Err(retry) => reply.ioctl_retry(&retry.input, &retry.output),
+                        Err(retry) => self.retry(reply, &retry.input, &retry.output),
                     }
                 }
                 Ok(None) => reply.error(libc::ENOENT),
@@ -121,6 +134,8 @@ impl HpkvDevice {
             Command::Stats => {
                 let record = StatsRecord {
                     abi_profile: self.profile.number(),
+                    ioctl_requests: self.ioctl_requests.load(Ordering::Relaxed),
+                    ioctl_retries: self.ioctl_retries.load(Ordering::Relaxed),
                     ..self.engine.stats()
                 };
                 reply.ioctl(0, &[&record.encode()]);
@@ -170,9 +185,10 @@ impl Handler for HpkvDevice {
     }
 
     fn ioctl(&self, _fh: u64, req: IoctlRequest<'_>, reply: Reply) {
+        self.ioctl_requests.fetch_add(1, Ordering::Relaxed);
         match abi::decode_ioctl(self.profile, req.cmd, req.arg, req.input, req.out_size) {
             Decoded::Fail(e) => reply.error(e as i32),
-            Decoded::Retry(r) => reply.ioctl_retry(&r.input, &r.output),
+            Decoded::Retry(r) => self.retry(reply, &r.input, &r.output),
             Decoded::Ready(cmd) => self.run(cmd, req.arg, req.out_size, reply),
         }
     }

@@ -147,6 +147,10 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
             ),
             ("concurrent_threads", concurrent_threads),
             ("concurrent_processes", concurrent_processes),
+            (
+                "round_trips_to_the_daemon_per_ioctl",
+                round_trips_to_the_daemon_per_ioctl,
+            ),
         ],
         abi::Profile::V13 => vec![
             ("v13_get_layout", v13_get_layout),
@@ -793,6 +797,109 @@ fn stats_extension_counts_match_listing(ctx: &Ctx) {
     assert!(s.device_size_bytes > 0);
     assert_eq!(s.abi_profile, abi::ABI_README);
     assert_eq!(s.proc_text().lines().count(), 3);
+}
+
+/// The ioctl rounds hpkvd received for `op` (one ioctl), and how many of them it answered
+/// with a retry, from its STATS counters. Nothing else may use the device meanwhile.
+fn rounds_of(f: &File, op: impl FnOnce()) -> (u64, u64) {
+    let before = stats(f);
+    op();
+    let after = stats(f);
+    // The second STATS takes two rounds (one retry); the first was counted before it read.
+    (
+        after.ioctl_requests - before.ioctl_requests - 2,
+        after.ioctl_retries - before.ioctl_retries - 1,
+    )
+}
+
+/// A command whose key and value fit in a page takes two round trips through CUSE's
+/// unrestricted-ioctl protocol (an empty round, one retry); a readme GET of a value larger
+/// than the first page takes three; commands without data take one. The buffers start on
+/// a page boundary, so no key crosses one.
+fn round_trips_to_the_daemon_per_ioctl(ctx: &Ctx) {
+    const PAGE: usize = 4096;
+    let f = open(ctx);
+    purge(&f);
+    let big: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'0' + (i % 10) as u8).collect();
+    let mut mem = vec![0u8; PAGE + abi::RANGE_STRUCT_SIZE + abi::RANGE_CAPACITY_MAX];
+    let at = mem.as_ptr().align_offset(PAGE);
+    let page = &mut mem[at..];
+    let mut check = |name: &str, rounds_want: u64, op: &mut dyn FnMut(&mut [u8])| {
+        let (rounds, retries) = rounds_of(&f, || op(&mut *page));
+        assert_eq!(
+            (rounds, retries),
+            (rounds_want, rounds_want - 1),
+            "{name}: (rounds, retries)"
+        );
+    };
+    let put = |page: &mut [u8], cmd: u32, key: &[u8], value: &[u8]| {
+        let b = kv(key, value);
+        page[..b.len()].copy_from_slice(&b);
+        assert_eq!(ioctl_buf(&f, cmd, page), Ok(0));
+    };
+    let key_in = |page: &mut [u8], key: &[u8]| {
+        page[..key.len()].copy_from_slice(key);
+        page[key.len()] = 0;
+    };
+    check("INSERT, small", 2, &mut |p| {
+        put(p, abi::CMD_INSERT, b"rt", b"v")
+    });
+    check("PARTIAL_UPDATE, small", 2, &mut |p| {
+        put(p, abi::CMD_PARTIAL_UPDATE, b"rt", b"w")
+    });
+    check("INSERT, 102400-byte value", 3, &mut |p| {
+        put(p, abi::CMD_INSERT, b"rt-big", &big)
+    });
+    check("GET, small", 2, &mut |p| {
+        key_in(p, b"rt");
+        assert_eq!(ioctl_buf(&f, abi::CMD_GET, p), Ok(0));
+        assert_eq!(&p[..3], b"vw\0");
+    });
+    check("GET, missing key", 2, &mut |p| {
+        key_in(p, b"rt-none");
+        assert_eq!(ioctl_buf(&f, abi::CMD_GET, p), Err(ENOENT));
+    });
+    check("GET, 102400-byte value", 3, &mut |p| {
+        key_in(p, b"rt-big");
+        assert_eq!(ioctl_buf(&f, abi::CMD_GET, p), Ok(0));
+        assert_eq!(&p[..abi::VALUE_MAX], &big[..]);
+    });
+    check("HPKV_IOC_GET, 102400-byte value", 2, &mut |p| {
+        p[..abi::GET_STRUCT_SIZE].fill(0);
+        p[0..2].copy_from_slice(&6u16.to_le_bytes());
+        p[8..16].copy_from_slice(&(abi::VALUE_MAX as u64).to_le_bytes());
+        let key_at = std::mem::offset_of!(uapi::hpkv_get, key);
+        p[key_at..key_at + 6].copy_from_slice(b"rt-big");
+        assert_eq!(ioctl_buf(&f, abi::IOC_GET, p), Ok(0));
+        let value = &p[abi::GET_STRUCT_SIZE..abi::GET_STRUCT_SIZE + abi::VALUE_MAX];
+        assert_eq!(value, &big[..]);
+    });
+    check("HPKV_IOC_RANGE", 2, &mut |p| {
+        p[..abi::RANGE_STRUCT_SIZE].fill(0);
+        let capacity = std::mem::offset_of!(uapi::hpkv_range, capacity);
+        p[capacity..capacity + 8].copy_from_slice(&(abi::RANGE_CAPACITY_MAX as u64).to_le_bytes());
+        assert_eq!(ioctl_buf(&f, abi::IOC_RANGE, p), Ok(0));
+        let count = std::mem::offset_of!(uapi::hpkv_range, count);
+        assert_eq!(p[count..count + 4], 2u32.to_le_bytes());
+    });
+    check("HPKV_IOC_STATS", 2, &mut |p| {
+        assert_eq!(ioctl_buf(&f, abi::IOC_STATS, p), Ok(0));
+        let s = StatsRecord::decode(&p[..abi::STATS_STRUCT_SIZE]).unwrap();
+        assert_eq!(s.records, 2);
+    });
+    check("DELETE", 2, &mut |p| {
+        key_in(p, b"rt-big");
+        assert_eq!(ioctl_buf(&f, abi::CMD_DELETE, p), Ok(0));
+    });
+    check("HPKV_IOC_SYNC", 1, &mut |_| {
+        assert_eq!(ioctl(&f, abi::IOC_SYNC, std::ptr::null_mut()), Ok(0));
+    });
+    check("PURGE", 1, &mut |_| {
+        assert_eq!(ioctl(&f, abi::CMD_PURGE, std::ptr::null_mut()), Ok(0));
+    });
+    check("unknown command", 1, &mut |p| {
+        assert_eq!(ioctl_buf(&f, 42, p), Err(ENOTTY));
+    });
 }
 
 fn concurrent_threads(ctx: &Ctx) {

@@ -169,7 +169,9 @@ struct hpkv_stats {
 	__u64 abi_profile;          /* the daemon's profile: HPKV_ABI_README or HPKV_ABI_V13 */
 	__u64 index_heap_bytes;     /* memory held by the index */
 	__u64 read_only;            /* 1 after a device error stopped writes (restart hpkvd) */
-	__u64 reserved[5];
+	__u64 ioctl_requests;       /* ioctl requests received, each round of a retry counted */
+	__u64 ioctl_retries;        /* of these, answered with a retry (CUSE's unrestricted ioctls) */
+	__u64 reserved[3];
 };
 
 #define HPKV_ABI_README 0

@@ -636,9 +636,12 @@ impl Engine {
             compaction_bytes_moved: get(&c.compaction_bytes_moved),
             compaction_bytes_reclaimed: get(&c.compaction_bytes_reclaimed),
             uptime_ms: s.started.elapsed().as_millis() as u64,
-            abi_profile: 0,
             index_heap_bytes,
             read_only: u64::from(s.read_only.load(Ordering::Relaxed)),
+            // The device layer's numbers; it fills them in.
+            abi_profile: 0,
+            ioctl_requests: 0,
+            ioctl_retries: 0,
         }
     }
 
