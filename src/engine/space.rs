@@ -116,7 +116,13 @@ impl Space {
             .free
             .iter()
             .find(|&&s| pins[s as usize].load(Ordering::Acquire) == 0)?;
-        self.free.remove(&segment);
+        Some((segment, self.claim(segment, state)))
+    }
+
+    /// Moves free `segment` to `state`, empty, under a fresh incarnation; returns it.
+    fn claim(&mut self, segment: u32, state: SegState) -> u32 {
+        let was_free = self.free.remove(&segment);
+        debug_assert!(was_free, "segment {segment} claimed twice");
         let incarnation = self.next_incarnation;
         self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
         self.segs[segment as usize] = SegInfo {
@@ -124,7 +130,7 @@ impl Space {
             incarnation,
             written: 0,
         };
-        Some((segment, incarnation))
+        incarnation
     }
 
     /// Takes `count` consecutive free segments (for a snapshot); returns the first.
@@ -144,14 +150,7 @@ impl Space {
         }
         let first = found?;
         for s in first..first + count {
-            self.free.remove(&s);
-            let incarnation = self.next_incarnation;
-            self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
-            self.segs[s as usize] = SegInfo {
-                state,
-                incarnation,
-                written: 0,
-            };
+            self.claim(s, state);
         }
         Some(first)
     }
