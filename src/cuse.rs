@@ -17,7 +17,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::EventFd;
 
 use crate::ffi::cuse::{Buffer, Received, Session};
-pub use crate::ffi::cuse::{Handler, IoctlRequest, Reply};
+pub use crate::ffi::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 
 /// Worker threads at most (each holds a receive buffer of about 1 MiB).
 pub const WORKERS_MAX: usize = 64;

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use slab::Slab;
 
-use crate::abi::{self, Command, Decoded, Profile, RangeBuilder, StatsRecord, WriteRequest};
-use crate::cuse::{Handler, IoctlRequest, Reply};
-use crate::engine::{Engine, Error, WriteOp};
+use hpkv_abi::{self as abi, Command, Decoded, Profile, RangeBuilder, StatsRecord, WriteRequest};
+use hpkv_engine::{Engine, Error, WriteOp};
+
+use crate::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 
 /// Open files at most; more opens fail with ENFILE.
 pub const OPEN_FILES_MAX: usize = 1 << 16;
@@ -43,7 +44,15 @@ impl HpkvDevice {
     /// Answers "retry": the kernel copies the areas named and calls again.
     fn retry(&self, reply: Reply, input: &[abi::Iov], output: &[abi::Iov]) {
         self.ioctl_retries.fetch_add(1, Ordering::Relaxed);
-        reply.ioctl_retry(input, output);
+        let areas = |v: &[abi::Iov]| -> Vec<CallerArea> {
+            v.iter()
+                .map(|a| CallerArea {
+                    base: a.base,
+                    len: a.len,
+                })
+                .collect()
+        };
+        reply.ioctl_retry(&areas(input), &areas(output));
     }
 
     fn listing(&self, fh: u64) -> Option<Arc<Mutex<Listing>>> {
@@ -131,15 +140,45 @@ impl HpkvDevice {
                     Err(e) => reply.error(errno_of(&e)),
                 }
             }
-            Command::Stats => {
-                let record = StatsRecord {
-                    abi_profile: self.profile.number(),
-                    ioctl_requests: self.ioctl_requests.load(Ordering::Relaxed),
-                    ioctl_retries: self.ioctl_retries.load(Ordering::Relaxed),
-                    ..self.engine.stats()
-                };
-                reply.ioctl(0, &[&record.encode()]);
-            }
+            Command::Stats => reply.ioctl(0, &[&self.stats().encode()]),
+        }
+    }
+}
+
+impl HpkvDevice {
+    /// The STATS record: the engine's numbers and the device layer's own.
+    pub fn stats(&self) -> StatsRecord {
+        let e = self.engine.stats();
+        StatsRecord {
+            records: e.records,
+            disk_usage_bytes: e.disk_usage_bytes,
+            device_size_bytes: e.device_size_bytes,
+            free_bytes: e.free_bytes,
+            log_bytes: e.log_bytes,
+            live_bytes: e.live_bytes,
+            segment_size_bytes: e.segment_size_bytes,
+            segments_total: e.segments_total,
+            segments_free: e.segments_free,
+            cache_capacity_bytes: e.cache_capacity_bytes,
+            cache_used_bytes: e.cache_used_bytes,
+            cache_hits: e.cache_hits,
+            cache_misses: e.cache_misses,
+            gets: e.gets,
+            puts: e.puts,
+            appends: e.appends,
+            deletes: e.deletes,
+            purges: e.purges,
+            device_writes: e.device_writes,
+            device_flushes: e.device_flushes,
+            compactions: e.compactions,
+            compaction_bytes_moved: e.compaction_bytes_moved,
+            compaction_bytes_reclaimed: e.compaction_bytes_reclaimed,
+            uptime_ms: e.uptime_ms,
+            abi_profile: self.profile.number(),
+            index_heap_bytes: e.index_heap_bytes,
+            read_only: u64::from(e.read_only),
+            ioctl_requests: self.ioctl_requests.load(Ordering::Relaxed),
+            ioctl_retries: self.ioctl_retries.load(Ordering::Relaxed),
         }
     }
 }
@@ -254,8 +293,8 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::faulty::FaultyDevice;
-    use crate::engine::{BlockDevice, Config};
+    use hpkv_engine::faulty::FaultyDevice;
+    use hpkv_engine::{BlockDevice, Config};
 
     fn engine() -> Arc<Engine> {
         let dev: Arc<dyn BlockDevice> = Arc::new(FaultyDevice::new(8 << 20, 4096));

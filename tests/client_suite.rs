@@ -1,4 +1,4 @@
-//! The extensions through the real device, with the Rust client (`hpkv::client::Client`).
+//! The extensions through the real device, with the Rust client (`hpkv_client::Client`).
 //! Runs inside the VM (tests/vm/suite/run.sh); not part of a plain `cargo test` (the host
 //! has no CUSE).
 //!
@@ -14,8 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Instant;
 
-use hpkv::abi;
-use hpkv::client::{Client, Error};
+use hpkv_abi as abi;
+use hpkv_client::{Client, Error};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,17 +69,17 @@ fn value(i: usize) -> Vec<u8> {
 fn prepare_image(path: &Path, n: usize) {
     let started = Instant::now();
     let _ = std::fs::remove_file(path);
-    hpkv::engine::device::create_image_if_missing(path, 256 << 20).expect("image");
-    let config = hpkv::engine::Config {
-        durability: hpkv::engine::Durability::MODULE_WRITE_BEHIND,
+    hpkv_engine::device::create_image_if_missing(path, 256 << 20).expect("image");
+    let config = hpkv_engine::Config {
+        durability: hpkv_engine::Durability::MODULE_WRITE_BEHIND,
         ..Default::default()
     };
-    let engine = hpkv::engine::Engine::open_path(path, config).expect("open the image");
+    let engine = hpkv_engine::Engine::open_path(path, config).expect("open the image");
     // Many writes in flight (the engine's bounded queue holds back the submitter): batches.
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..n {
         let tx = tx.clone();
-        let op = hpkv::engine::WriteOp::Put {
+        let op = hpkv_engine::WriteOp::Put {
             key: key(i).into(),
             value: value(i).into(),
         };

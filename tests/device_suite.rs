@@ -21,8 +21,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use hpkv::abi::{self, StatsRecord};
-use hpkv::ffi::uapi;
+use hpkv_abi::uapi;
+use hpkv_abi::{self, StatsRecord};
 
 type TestFn = fn(&Ctx);
 

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use hpkv::abi;
+use hpkv_abi as abi;
 
 #[test]
 fn the_header_compiles_as_c99_and_agrees_with_rust() {
@@ -72,5 +72,33 @@ fn the_header_compiles_as_c99_and_agrees_with_rust() {
         out.status.success(),
         "gcc rejected uapi/hpkv.h:\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `crates/abi/src/uapi.rs` is bindgen's translation of `uapi/hpkv.h`, committed so that the
+/// client builds without clang. It must be exactly what bindgen makes of the header today.
+/// `HPKV_UPDATE_UAPI=1 cargo test --test uapi_header` rewrites it after a change of the header.
+#[test]
+fn the_committed_bindings_are_the_headers() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let generated = bindgen::Builder::default()
+        .header(format!("{root}/uapi/hpkv.h"))
+        // The extension numbers are _IOWR(...) expressions: let clang evaluate them.
+        .clang_macro_fallback()
+        .allowlist_var("HPKV_.*")
+        .allowlist_type("hpkv_.*")
+        .derive_default(true)
+        .layout_tests(true)
+        .generate()
+        .expect("bindgen over uapi/hpkv.h")
+        .to_string();
+    let committed_path = format!("{root}/crates/abi/src/uapi.rs");
+    if std::env::var_os("HPKV_UPDATE_UAPI").is_some() {
+        std::fs::write(&committed_path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap();
+    assert!(
+        committed == generated,
+        "{committed_path} is stale: run HPKV_UPDATE_UAPI=1 cargo test --test uapi_header"
     );
 }

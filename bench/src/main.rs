@@ -160,7 +160,7 @@ struct RunResult {
     open_s: f64,
     disk_bytes: Option<u64>,
     peak_rss: Option<u64>,
-    hpkv: Option<hpkv::engine::Stats>,
+    hpkv: Option<hpkv_engine::Stats>,
 }
 
 struct GroupResult {
@@ -322,7 +322,7 @@ fn loop_unavailable() -> Option<String> {
 
 /// A sparse image big enough for N records with room for the log to move on.
 fn hpkv_image_bytes(n: u64, value_size: usize) -> u64 {
-    let record = (hpkv::engine::RECORD_OVERHEAD_BYTES + 12 + value_size) as u64;
+    let record = (hpkv_engine::RECORD_OVERHEAD_BYTES + 12 + value_size) as u64;
     let want = (n * record * 4).max(256 << 20);
     want.div_ceil(1 << 20) << 20
 }
@@ -397,7 +397,7 @@ struct Rep {
     open_s: f64,
     disk_bytes: Option<u64>,
     peak_rss: Option<u64>,
-    hpkv: Option<hpkv::engine::Stats>,
+    hpkv: Option<hpkv_engine::Stats>,
 }
 
 impl Rep {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hpkv::engine::{Config, Durability, Engine, Stats, WriteOp};
+use hpkv_engine::{Config, Durability, Engine, Stats, WriteOp};
 
 use crate::stats::Rng;
 use crate::system::{check_interrupted, create_sparse, Res};

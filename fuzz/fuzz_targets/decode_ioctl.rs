@@ -8,7 +8,7 @@
 //! given, and the command completes (or fails) within 4 rounds.
 #![no_main]
 
-use hpkv::abi::{self, Command, Decoded, Iov, Profile, Retry};
+use hpkv_abi::{self as abi, Command, Decoded, Iov, Profile, Retry};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use nix::errno::Errno;

@@ -2,7 +2,7 @@
 //! of the buffer around its first colon, within the limits of ABI.md.
 #![no_main]
 
-use hpkv::abi::{self, parse_write, WriteRequest};
+use hpkv_abi::{self as abi, parse_write, WriteRequest};
 use libfuzzer_sys::fuzz_target;
 use nix::errno::Errno;
 

@@ -8,7 +8,7 @@
 //! find each of them.
 #![no_main]
 
-use hpkv::engine::format::{
+use hpkv_engine::format::{
     self, decode_record, encode_record, Kind, Scanner, SegmentHeader, Superblock, ScanEnd,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SUPERBLOCK_LEN,
 };

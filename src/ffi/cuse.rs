@@ -14,8 +14,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
 
-use crate::abi::Iov;
-
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
@@ -25,6 +23,13 @@ use crate::abi::Iov;
 )]
 mod sys {
     include!(concat!(env!("OUT_DIR"), "/cuse_sys.rs"));
+}
+
+/// An area of the ioctl caller's memory: its address there and its length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallerArea {
+    pub base: u64,
+    pub len: u64,
 }
 
 /// One ioctl round as the kernel delivered it.
@@ -103,8 +108,8 @@ impl Reply {
     }
 
     /// Asks the kernel to copy `input` in and offer `output`, and to call again.
-    pub fn ioctl_retry(self, input: &[Iov], output: &[Iov]) {
-        let to_iovec = |v: &Iov| sys::iovec {
+    pub fn ioctl_retry(self, input: &[CallerArea], output: &[CallerArea]) {
+        let to_iovec = |v: &CallerArea| sys::iovec {
             iov_base: v.base as *mut c_void,
             iov_len: v.len as usize,
         };

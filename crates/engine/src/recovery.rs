@@ -10,8 +10,6 @@
 
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use super::device::{align_up, AlignedBuf, BlockDevice};
 use super::format::{self, SegmentHeader, SegmentState, Superblock};
 use super::index::{Index, Loc};
@@ -169,17 +167,10 @@ pub(crate) fn scan(
             }
         }
     }
-    let progress = if config.progress {
-        ProgressBar::new(logs.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "recovering {bar:40} {pos}/{len} segments, {msg} ({eta} left)",
-        )
-        .expect("valid template"),
-    );
+    let progress = config.progress.as_ref().map(|p| &p.0);
+    if let Some(p) = progress {
+        p.start("recovering segments", logs.len() as u64);
+    }
     let mut index = Index::new(sb.segment_count);
     let mut space = Space::new(sb.segment_count, max_incarnation);
     let mut buf = AlignedBuf::zeroed(sb.segment_size as usize)?;
@@ -220,10 +211,13 @@ pub(crate) fn scan(
                 },
             );
         }
-        progress.set_position(i as u64 + 1);
-        progress.set_message(format!("{} records", index.live_records()));
+        if let Some(p) = progress {
+            p.advance(i as u64 + 1, &format!("{} records", index.live_records()));
+        }
     }
-    progress.finish_and_clear();
+    if let Some(p) = progress {
+        p.finish();
+    }
     log::info!(
         "scanned {} log segments ({} MiB) in {} ms: {} records read, {} live keys, {} segments with a torn or stale tail",
         logs.len(),

@@ -1,51 +1,26 @@
-//! System calls that nix offers only as `unsafe` ioctl wrappers.
+//! The ioctls of `/dev/hpkv`: the client's only `unsafe` code, each block commented with the
+//! invariant it relies on. Everything above this module sees safe functions over byte slices.
+#![allow(unsafe_code)]
 
-use std::io;
-use std::os::fd::AsRawFd;
-
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
-nix::ioctl_read_bad!(blksszget, libc::BLKSSZGET, libc::c_int);
-
-/// The size in bytes of the block device open at `fd` (BLKGETSIZE64).
-pub fn block_device_size(fd: &impl AsRawFd) -> io::Result<u64> {
-    let mut size = 0u64;
-    // SAFETY: `fd` is an open descriptor for the lifetime of the call and BLKGETSIZE64 writes
-    // exactly one u64 through the pointer, which points at a live local.
-    unsafe { blkgetsize64(fd.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
-    Ok(size)
-}
-
-/// The logical block size of the block device open at `fd` (BLKSSZGET).
-pub fn block_device_logical_block_size(fd: &impl AsRawFd) -> io::Result<u32> {
-    let mut size: libc::c_int = 0;
-    // SAFETY: as above; BLKSSZGET writes one int through the pointer.
-    unsafe { blksszget(fd.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
-    u32::try_from(size)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative block size"))
-}
-
-// ------------------------------------------------------------------ /dev/hpkv, client side
-//
 // Why these are sound. An hpkv command reaches hpkvd as a CUSE *unrestricted* ioctl: the
 // kernel copies in and out of the caller's memory exactly the areas the daemon names in its
 // retry replies, and on completion writes only as many bytes as the reply carries. What
-// hpkvd names for each command is `crate::abi::decode_ioctl`, what it writes is the reply
+// hpkvd names for each command is `hpkv_abi::decode_ioctl`, what it writes is the reply
 // builders next to it; each wrapper below checks that `buf` covers every byte the daemon
 // writes for the command with the contents `buf` holds, and every byte it reads but the
 // tail of the 4 KiB page holding the key (hpkvd may read ahead to the end of that page, never
 // beyond, and never writes there; reading mapped memory has no effect on it).
 //
 // The commands 0..5 are plain numbers that another driver could read differently: call them
-// only on a descriptor of hpkvd's device. `crate::client::Client` checks this at open with
+// only on a descriptor of hpkvd's device. `crate::Client` checks this at open with
 // HPKV_IOC_STATS, an `_IOC`-encoded command whose size every driver honours.
 
 use std::mem::{offset_of, size_of};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 
-use super::uapi;
-use crate::abi;
+use hpkv_abi::{self as abi, uapi};
 
 /// Issues `ioctl(fd, cmd, arg)` and returns its non-negative result, or the errno.
 ///

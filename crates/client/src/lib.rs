@@ -2,9 +2,9 @@
 //! errors and no `unsafe` (the ioctls themselves are the small wrappers in [`crate::ffi::sys`]).
 //!
 //! ```no_run
-//! use hpkv::client::Client;
+//! use hpkv_client::Client;
 //!
-//! # fn main() -> Result<(), hpkv::client::Error> {
+//! # fn main() -> Result<(), hpkv_client::Error> {
 //! let hpkv = Client::open_default()?;
 //! hpkv.put(b"user:1", b"alice")?;
 //! hpkv.append(b"user:1", b" smith")?;
@@ -23,6 +23,7 @@
 //! client learns it once, at open, from the `abi_profile` field of HPKV_IOC_STATS. Reads use
 //! the bounded extensions only (HPKV_IOC_GET and HPKV_IOC_RANGE), never the module's GET,
 //! which writes as many bytes as the value holds whatever the caller's buffer.
+#![deny(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -35,9 +36,11 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::abi::{self, Profile, StatsRecord};
-use crate::ffi::{sys, uapi};
-use crate::le::{u16_at, u32_at, u64_at};
+use hpkv_abi::le::{u16_at, u32_at, u64_at};
+use hpkv_abi::{self as abi, uapi, Profile, StatsRecord};
+
+mod ffi;
+use ffi as sys;
 
 /// Where hpkvd serves its device unless told otherwise (`hpkvd --name`).
 pub const DEFAULT_DEVICE: &str = "/dev/hpkv";
@@ -143,7 +146,7 @@ impl From<Error> for io::Error {
     }
 }
 
-/// One ioctl, its buffer laid out as the matching [`crate::ffi::sys`] wrapper takes it.
+/// One ioctl, its buffer laid out as the matching `ffi` wrapper takes it.
 pub(crate) enum Call<'a> {
     /// INSERT or PARTIAL_UPDATE.
     Kv(u32, &'a mut [u8]),
@@ -267,9 +270,9 @@ impl Client {
     /// Opens the device at `path` (read-write) and learns the profile it serves.
     ///
     /// ```no_run
-    /// let hpkv = hpkv::client::Client::open("/dev/hpkv-test")?;
+    /// let hpkv = hpkv_client::Client::open("/dev/hpkv-test")?;
     /// println!("serving the {} profile", hpkv.profile());
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Client> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -325,12 +328,12 @@ impl Client {
     /// a longer value is answered with its length, and a second call offers exactly that.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// match hpkv.get(b"config")? {
     ///     Some(value) => println!("{} bytes", value.len()),
     ///     None => println!("no such key"),
     /// }
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
@@ -379,9 +382,9 @@ impl Client {
     /// Keys are 1 to 512 bytes, values 1 to 102400 bytes, both binary.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// hpkv.put(b"blob", &[0u8, 1, 2, b':', b'\n'])?;
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.kv(abi::CMD_INSERT, key, value, "value")
@@ -391,9 +394,9 @@ impl Client {
     /// created with `suffix`. [`Error::TooLarge`] when the result would pass 102400 bytes.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// hpkv.append(b"log", b"one more line\n")?;
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn append(&self, key: &[u8], suffix: &[u8]) -> Result<()> {
         self.kv(abi::CMD_PARTIAL_UPDATE, key, suffix, "suffix")
@@ -413,11 +416,11 @@ impl Client {
     /// [`Error::InvalidArgument`] without reaching the device.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// if !hpkv.delete(b"session:42")? {
     ///     eprintln!("already gone");
     /// }
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
@@ -467,7 +470,7 @@ impl Client {
     ///
     /// ```no_run
     /// use std::ops::Bound::{Excluded, Included, Unbounded};
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// // Every key from "a" (included) to "m" (excluded).
     /// for record in hpkv.range(Included(b"a".as_slice()), Excluded(b"m".as_slice())) {
     ///     let (key, value) = record?;
@@ -479,7 +482,7 @@ impl Client {
     ///     .max_count(5)
     ///     .limit(10)
     ///     .collect::<Result<_, _>>()?;
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Range<'_> {
         Range {
@@ -499,13 +502,13 @@ impl Client {
     /// [`Range::to`] and [`Range::through`] before the first `next()`.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// // The keys with prefix "user:" ("user;" is the first key past them).
     /// for record in hpkv.scan().from("user:").to("user;").max_count(100) {
     ///     let (key, _value) = record?;
     ///     println!("{}", key.escape_ascii());
     /// }
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn scan(&self) -> Range<'_> {
         self.range(Bound::Unbounded, Bound::Unbounded)
@@ -515,9 +518,9 @@ impl Client {
     /// three `/proc/hpkv_stats` lines.
     ///
     /// ```no_run
-    /// # let hpkv = hpkv::client::Client::open_default()?;
+    /// # let hpkv = hpkv_client::Client::open_default()?;
     /// print!("{}", hpkv.stats()?.proc_text());
-    /// # Ok::<(), hpkv::client::Error>(())
+    /// # Ok::<(), hpkv_client::Error>(())
     /// ```
     pub fn stats(&self) -> Result<StatsRecord> {
         let mut buf = [0u8; abi::STATS_STRUCT_SIZE];
@@ -857,7 +860,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::abi::{Command, Decoded, Iov, RangeBuilder};
+    use hpkv_abi::{Command, Decoded, Iov, RangeBuilder};
 
     /// Where the simulated caller's buffer sits: page aligned, like a fresh allocation.
     const BASE: u64 = 0x7f12_3450_0000;

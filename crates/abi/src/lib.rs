@@ -1,9 +1,10 @@
 //! The `/dev/hpkv` contract (ABI.md): limits, command numbers, the `write()` grammar, and
 //! the ioctl decoders of both profiles and of the extensions.
 //!
-//! Numbers and layouts come from `uapi/hpkv.h` through bindgen ([`crate::ffi::uapi`]);
-//! offsets are taken with `offset_of!` on the generated structs, so this module cannot drift
-//! from the header.
+//! Numbers and layouts come from `uapi/hpkv.h` through bindgen ([`uapi`], generated once and
+//! committed, so that building this crate needs no C toolchain; the daemon's tests regenerate it
+//! and compare). Offsets are taken with `offset_of!` on the generated structs, so this crate
+//! cannot drift from the header.
 //!
 //! # The unrestricted-ioctl retry protocol
 //! CUSE cannot know how much of the caller's memory an ioctl reads or writes, so the first
@@ -18,13 +19,27 @@
 //! NUL was not there yet, so a key near the end of mapped memory never fails with EFAULT.
 //! A command whose key and value fit in a page takes two round trips; a larger value needs
 //! a third (the daemon then knows its size).
+#![deny(unsafe_code)]
 
 use std::fmt;
 use std::mem::{offset_of, size_of};
 
 use nix::errno::Errno;
 
-use crate::ffi::uapi;
+pub mod le;
+
+/// `uapi/hpkv.h` as bindgen translated it (`tests/uapi_header.rs` at the workspace root
+/// regenerates it and fails when this copy is stale). Generated code: its own lints are off.
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    dead_code,
+    unsafe_code,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod uapi;
+
 use crate::le::{u16_at, u32_at, u64_at};
 
 pub const KEY_MAX: usize = uapi::HPKV_KEY_MAX as usize;
@@ -560,7 +575,7 @@ pub fn range_entry_size(key_len: usize, value_len: usize) -> usize {
     (RANGE_ENTRY_HEADER_SIZE + key_len + value_len).next_multiple_of(8)
 }
 
-/// The numbers of `struct hpkv_stats`: what the engine reports ([`crate::engine::Stats`]),
+/// The numbers of `struct hpkv_stats`: what the engine reports,
 /// plus what the device layer knows (the profile it serves, the ioctl rounds it answered).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatsRecord {
@@ -683,16 +698,17 @@ impl StatsRecord {
         )
     }
 
-    /// Every counter as a JSON object.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        macro_rules! json {
+    /// Every counter with its name (the field's name in `struct hpkv_stats`), in the
+    /// header's order.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        let mut fields = Vec::with_capacity(STATS_COUNTERS_SIZE / 8);
+        macro_rules! field {
             ($f:ident) => {
-                m.insert(stringify!($f).to_string(), self.$f.into());
+                fields.push((stringify!($f), self.$f));
             };
         }
-        stats_fields!(json);
-        serde_json::Value::Object(m)
+        stats_fields!(field);
+        fields
     }
 }
 
@@ -1022,7 +1038,9 @@ mod tests {
         let enc = StatsRecord::decode(&ones).unwrap().encode();
         assert!(enc[..STATS_COUNTERS_SIZE].iter().all(|&b| b == 0xff));
         assert!(enc[STATS_COUNTERS_SIZE..].iter().all(|&b| b == 0));
-        let json = StatsRecord::default().to_json();
-        assert_eq!(json.as_object().unwrap().len() * 8, STATS_COUNTERS_SIZE);
+        assert_eq!(
+            StatsRecord::default().fields().len() * 8,
+            STATS_COUNTERS_SIZE
+        );
     }
 }

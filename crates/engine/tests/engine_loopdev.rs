@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hpkv::engine::{
+use hpkv_engine::{
     BlockDevice, Config, Durability, Engine, FileDevice, OpenDeviceError, OpenError,
 };
 

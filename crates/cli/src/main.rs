@@ -1,4 +1,4 @@
-//! hpkvctl: the command line of `/dev/hpkv`, over [`hpkv::client::Client`].
+//! hpkvctl: the command line of `/dev/hpkv`, over [`hpkv_client::Client`].
 //!
 //! Keys and values are taken from the command line as raw bytes (any byte but NUL), values
 //! also from a file or standard input (binary safe). Messages go to standard error as
@@ -12,6 +12,7 @@
 //! ```
 //! A file without the end mark is truncated; `load` checks a whole file before it stores
 //! anything (standard input is stored as it comes).
+#![deny(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -23,8 +24,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use hpkv::abi;
-use hpkv::client::{Client, Error, DEFAULT_DEVICE};
+use hpkv_abi as abi;
+use hpkv_client::{Client, Error, DEFAULT_DEVICE};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -288,7 +289,7 @@ fn run(cli: Cli) -> Outcome {
         Cmd::Stats { json } => {
             let stats = client.stats().map_err(|e| Failure::client("stats", e))?;
             let text = if json {
-                let mut s = serde_json::to_string_pretty(&stats.to_json()).expect("JSON");
+                let mut s = serde_json::to_string_pretty(&stats_json(&stats)).expect("JSON");
                 s.push('\n');
                 s
             } else {
@@ -551,6 +552,17 @@ fn load(client: &Client, path: &Path) -> Outcome {
     bar.finish_and_clear();
     println!("loaded {} records from {shown_path}", reader.count);
     Ok(())
+}
+
+/// Every STATS counter as a JSON object, by its name in `struct hpkv_stats`.
+fn stats_json(stats: &abi::StatsRecord) -> serde_json::Value {
+    serde_json::Value::Object(
+        stats
+            .fields()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.into()))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

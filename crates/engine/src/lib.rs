@@ -12,17 +12,21 @@
 //!   clean shutdown left ([`snapshot`]).
 //!
 //! DESIGN.md argues why every acknowledged write survives a crash at any instant.
+#![deny(unsafe_code)]
 
 pub mod cache;
 pub mod device;
+#[cfg(feature = "testkit")]
 pub mod faulty;
 pub mod format;
 pub mod index;
 pub mod space;
 
 mod compaction;
+mod le;
 mod recovery;
 mod snapshot;
+mod sys;
 mod writer;
 
 use std::cell::RefCell;
@@ -90,8 +94,29 @@ pub struct Config {
     pub force_read_disk: bool,
     /// Compact in the background (tests turn it off to drive compaction by hand).
     pub background_compaction: bool,
-    /// Show progress bars for long operations on a terminal.
-    pub progress: bool,
+    /// Told how long operations (the recovery scan) advance, to show them to a person.
+    pub progress: Option<ProgressSink>,
+}
+
+/// Receives the progress of a long operation, for a progress bar or a log line. The engine
+/// itself draws nothing.
+pub trait Progress: Send + Sync {
+    /// An operation of `total` steps begins; `what` names it ("recovering").
+    fn start(&self, what: &str, total: u64);
+    /// `done` steps of the current operation are finished; `note` says what was found so far.
+    fn advance(&self, done: u64, note: &str);
+    /// The operation is over.
+    fn finish(&self);
+}
+
+/// A shared [`Progress`] for [`Config`].
+#[derive(Clone)]
+pub struct ProgressSink(pub Arc<dyn Progress>);
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 impl Default for Config {
@@ -103,7 +128,7 @@ impl Default for Config {
             force_initialize: false,
             force_read_disk: false,
             background_compaction: true,
-            progress: false,
+            progress: None,
         }
     }
 }
@@ -212,9 +237,45 @@ impl From<io::Error> for OpenError {
     }
 }
 
-/// Numbers for STATS and `hpkvctl stats`: the record the ABI carries (`struct hpkv_stats`);
-/// the engine fills every field but `abi_profile`, which is the daemon's.
-pub type Stats = crate::abi::StatsRecord;
+/// The engine's numbers: the store's contents, its space, its cache and its activity since
+/// it was opened. (The daemon adds its own and carries them as the ABI's STATS record.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live keys.
+    pub records: u64,
+    /// Sum of the live values' lengths (the module's "disk usage").
+    pub disk_usage_bytes: u64,
+    pub device_size_bytes: u64,
+    /// Bytes of the free segments, available for records.
+    pub free_bytes: u64,
+    /// Bytes of the segments in use.
+    pub log_bytes: u64,
+    /// Bytes of the live records, headers included.
+    pub live_bytes: u64,
+    pub segment_size_bytes: u64,
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub cache_capacity_bytes: u64,
+    pub cache_used_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub appends: u64,
+    pub deletes: u64,
+    pub purges: u64,
+    pub device_writes: u64,
+    pub device_flushes: u64,
+    pub compactions: u64,
+    pub compaction_bytes_moved: u64,
+    pub compaction_bytes_reclaimed: u64,
+    pub uptime_ms: u64,
+    /// Heap bytes of the index.
+    pub index_heap_bytes: u64,
+    /// Whether a device error stopped writes.
+    pub read_only: bool,
+}
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -637,11 +698,7 @@ impl Engine {
             compaction_bytes_reclaimed: get(&c.compaction_bytes_reclaimed),
             uptime_ms: s.started.elapsed().as_millis() as u64,
             index_heap_bytes,
-            read_only: u64::from(s.read_only.load(Ordering::Relaxed)),
-            // The device layer's numbers; it fills them in.
-            abi_profile: 0,
-            ioctl_requests: 0,
-            ioctl_retries: 0,
+            read_only: s.read_only.load(Ordering::Relaxed),
         }
     }
 
@@ -667,7 +724,7 @@ impl Engine {
         let _compaction = self.shared.compaction.lock();
         let sb = *self.shared.sb.lock();
         let config = Config {
-            progress: false,
+            progress: None,
             ..self.shared.config.clone()
         };
         let scanned = recovery::scan(&*self.shared.dev, &sb, &config).map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapMut;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::ffi::sys;
+use crate::sys;
 
 /// A device that stores bytes at offsets. Offsets and lengths of reads and writes are
 /// multiples of [`BlockDevice::block_size`]. Writes may sit in a volatile cache until

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
-use hpkv::engine::faulty::FaultyDevice;
-use hpkv::engine::{BlockDevice, Config, Durability, Engine, Error};
+use hpkv_engine::faulty::FaultyDevice;
+use hpkv_engine::{BlockDevice, Config, Durability, Engine, Error};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -219,7 +219,7 @@ proptest! {
     /// A device barely larger than the minimum: ENOSPC, reserves and compaction under pressure.
     #[test]
     fn engine_matches_model_on_a_tiny_device(ops in prop::collection::vec(op_strategy(), 1..300)) {
-        run(ops, Durability::Sync, hpkv::engine::format::min_device_size(512) + (64 << 10));
+        run(ops, Durability::Sync, hpkv_engine::format::min_device_size(512) + (64 << 10));
     }
 }
 

@@ -247,9 +247,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::faulty::FaultyDevice;
-    use crate::engine::index::Index;
-    use crate::engine::{Config, Engine};
+    use crate::faulty::FaultyDevice;
+    use crate::index::Index;
+    use crate::{Config, Engine};
 
     fn superblock(dev: &dyn BlockDevice) -> Superblock {
         let mut head = AlignedBuf::zeroed(format::DATA_OFFSET as usize).unwrap();

@@ -1,4 +1,5 @@
 //! hpkvd: serves `/dev/hpkv` (CUSE) from a store on a dedicated block device or image file.
+#![deny(unsafe_code)]
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -11,10 +12,16 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 
-use hpkv::abi::Profile;
-use hpkv::cuse::{self, Server};
-use hpkv::device::HpkvDevice;
-use hpkv::engine::{self, Config, Durability, Engine};
+use hpkv_abi::Profile;
+use hpkv_engine::{self as engine, Config, Durability, Engine};
+
+use cuse::Server;
+use device::HpkvDevice;
+
+mod cuse;
+mod device;
+mod ffi;
+mod progress;
 
 /// The image used when no device is named (the module's start script made one too).
 const DEFAULT_IMAGE: &str = "/var/lib/hpkv/hpkv.img";
@@ -180,7 +187,7 @@ fn run(opts: Options) -> Result<(), String> {
         force_initialize: opts.force_initialize,
         force_read_disk: opts.force_read_disk,
         background_compaction: true,
-        progress: true,
+        progress: progress::on_terminal(),
     };
     let profile: Profile = opts.abi.parse()?;
     let engine =
