@@ -1,5 +1,8 @@
 //! The machine side: work directories, loop devices and mounts (each released by a Drop
 //! guard), interruption by signals, and memory figures.
+//!
+//! The bench's only `unsafe` code (libc calls without a safe wrapper) lives here.
+#![allow(unsafe_code)]
 
 use std::fs;
 use std::io;
