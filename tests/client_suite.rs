@@ -165,8 +165,11 @@ fn range_many(device: &str, n: usize) {
     );
 }
 
+/// A test of the suite: its name and its body, given the device path.
+type Test = (&'static str, fn(&str));
+
 fn suite(device: &str) {
-    let tests: Vec<(&str, fn(&str))> = vec![
+    let tests: Vec<Test> = vec![
         ("put_get_append_delete", put_get_append_delete),
         ("safe_get_grows_past_erange", safe_get_grows_past_erange),
         (

@@ -62,7 +62,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use hpkv_abi::uapi;
-use hpkv_abi::{self, StatsRecord};
+use hpkv_abi::{self as abi, StatsRecord};
 
 type TestFn = fn(&Ctx);
 
@@ -255,6 +255,7 @@ fn write(f: &File, buf: &[u8]) -> Result<usize, i32> {
 }
 
 /// `ioctl(fd, cmd, arg)` with a raw argument: the return value, or the errno.
+#[allow(unsafe_code)] // the suite's probes: raw pointers are what it tests
 fn ioctl(f: &File, cmd: u32, arg: *mut c_void) -> Result<i32, i32> {
     // SAFETY: test code probing the daemon: every caller passes a pointer that is either
     // valid for the command's layout or deliberately invalid (NULL, PROT_NONE) to check
@@ -358,6 +359,7 @@ struct Guarded {
     base: *mut u8,
 }
 
+#[allow(unsafe_code)] // our own two pages, one of them PROT_NONE
 impl Guarded {
     fn new() -> Guarded {
         // SAFETY: plain anonymous mapping and protection change of our own pages.
@@ -389,6 +391,7 @@ impl Guarded {
     }
 }
 
+#[allow(unsafe_code)] // our own mapping
 impl Drop for Guarded {
     fn drop(&mut self) {
         // SAFETY: our mapping.
@@ -727,7 +730,10 @@ fn unknown_commands_are_enotty(ctx: &Ctx) {
     }
     // Command 2 is FIGETBSZ: the kernel answers it for every file; it never reaches hpkvd.
     let mut block = 0i32;
-    assert_eq!(ioctl(&f, 2, (&mut block as *mut i32).cast()), Ok(0));
+    assert_eq!(
+        ioctl(&f, 2, std::ptr::from_mut::<i32>(&mut block).cast()),
+        Ok(0)
+    );
 }
 
 fn every_command_on_any_open_fd(ctx: &Ctx) {

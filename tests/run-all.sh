@@ -23,7 +23,9 @@ hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
 
 step "cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The VM suites (test = false, so --all-targets leaves them out).
+cargo clippy --quiet --test device_suite --test client_suite -- -D warnings
 
 step "cargo test (unit, property, crash, loop device)"
 cargo test --quiet 2>&1 | grep -v '^$'
