@@ -224,6 +224,7 @@ pub struct ViewWriter {
     incomplete: bool,
     keys: KeyHeap,
     ring: ValueRing,
+    rebuilds: u64,
 }
 
 /// A cheap handle a timer thread uses to bump the heartbeat (or mark the view dead) without
@@ -393,6 +394,7 @@ impl ViewWriter {
                 head_bytes: 0,
                 entries: VecDeque::new(),
             },
+            rebuilds: 0,
         };
         writer.write_header(config);
         Ok(writer)
@@ -500,6 +502,12 @@ impl ViewWriter {
     #[must_use]
     pub fn is_complete(&self) -> bool {
         !self.incomplete
+    }
+
+    /// How many times the table was rebuilt (to drop tombstones or pack the key arena).
+    #[must_use]
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
     }
 
     /// A handle for bumping the heartbeat from another thread.
@@ -917,6 +925,7 @@ impl ViewWriter {
             old_index: u64,
             s: Slot,
         }
+        self.rebuilds += 1;
         self.begin_busy();
         let mut key_bytes: Vec<u8> = Vec::with_capacity(self.keys.bump_bytes as usize);
         let mut moved = Vec::with_capacity(self.live as usize);
