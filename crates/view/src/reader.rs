@@ -21,6 +21,21 @@ use crate::{
     VALUE_BYTES_MAX,
 };
 
+/// Spins a lookup may make at its most delicate points (after loading the control word, after
+/// loading a slot's version, and after copying the slot, before re-checking its version): the stress test sets it at
+/// random to widen the windows a missing check would leave open. Test builds only.
+#[cfg(test)]
+pub(crate) static TEST_PAUSE_SPINS: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(0);
+
+#[inline]
+fn test_pause() {
+    #[cfg(test)]
+    for _ in 0..TEST_PAUSE_SPINS.load(Ordering::Relaxed) {
+        std::hint::spin_loop();
+    }
+}
+
 /// The answer of [`ViewReader::get`].
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +247,7 @@ impl ViewReader {
             if before & control::BUSY != 0 {
                 return Lookup::Unknown(Unknown::Busy);
             }
+            test_pause();
             let probe = self.probe(key, h, scratch);
             fence(Ordering::Acquire);
             if self.map.load64(hdr::CONTROL) != Some(before) {
@@ -298,6 +314,7 @@ impl ViewReader {
         if v1 % 2 != 0 {
             return Candidate::Changed;
         }
+        test_pause();
         let (Some(seq), Some(meta), Some(slot_tag), Some(key_off), Some(value_off)) = (
             m.load64(at + slot::SEQ),
             m.load32(at + slot::META),
@@ -332,6 +349,7 @@ impl ViewReader {
                     }
                 })
         };
+        test_pause();
         fence(Ordering::Acquire); // orders every load above before the version re-check
         if m.load64(at + slot::VERSION) != Some(v1) {
             return Candidate::Changed;
