@@ -168,40 +168,47 @@ fn keys_and_values_of_every_size() {
 
 #[test]
 fn the_value_ring_evicts_oldest_first_and_a_big_value_is_not_cached() {
-    // 4 KiB of values: a block may take 512 bytes; 100 blocks of 40 bytes do not fit.
-    let mut f = published(&ViewConfig::new(200, 8192, 4096));
+    // 4 KiB of values (a block may take 512 bytes): 600 values of 16 to 400 bytes go round the
+    // ring many times, each lap ending at another offset. The values still cached must always
+    // be the newest ones (FIFO), each with its own bytes.
+    let mut f = published(&ViewConfig::new(700, 16 * 1024, 4096));
     let r = ViewReader::open(&f.path).unwrap();
-    for i in 0..100u64 {
-        let key = format!("key{i:03}");
-        let value = format!("value of {i:026}");
+    let value = |i: u64| {
+        format!("{i:08}")
+            .repeat((i as usize * 7) % 49 + 1)
+            .into_bytes()
+    };
+    let mut laps_seen = 0;
+    for i in 0..600u64 {
+        let v = value(i);
         f.writer
-            .upsert(key.as_bytes(), i + 1, Some(value.as_bytes()), value.len())
+            .upsert(format!("key{i:03}").as_bytes(), i + 1, Some(&v), v.len())
             .unwrap();
         f.writer.check_invariants();
-    }
-    let mut cached = Vec::new();
-    for i in 0..100u64 {
-        match get(&r, format!("key{i:03}").as_bytes()) {
-            (Lookup::Hit { seq }, v) => {
-                assert_eq!(seq, i + 1);
-                assert_eq!(v, format!("value of {i:026}").as_bytes());
-                cached.push(i);
+        let mut cached = Vec::new();
+        for j in 0..=i {
+            match get(&r, format!("key{j:03}").as_bytes()) {
+                (Lookup::Hit { seq }, v) => {
+                    assert_eq!((seq, v), (j + 1, value(j)));
+                    cached.push(j);
+                }
+                (Lookup::Unknown(Unknown::NotCached), _) => {}
+                (other, _) => panic!("key{j:03}: {other:?}"),
             }
-            (Lookup::Unknown(Unknown::NotCached), _) => {}
-            (other, _) => panic!("key{i:03}: {other:?}"),
         }
+        assert_eq!(cached.last(), Some(&i), "the newest stays");
+        assert!(
+            cached.windows(2).all(|w| w[1] == w[0] + 1),
+            "a suffix: {cached:?}"
+        );
+        let bytes: usize = cached
+            .iter()
+            .map(|&j| 8 + value(j).len().next_multiple_of(8))
+            .sum();
+        assert!(bytes <= 4096);
+        laps_seen = laps_seen.max((i as usize + 1).saturating_sub(cached.len()));
     }
-    // Each block is 48 bytes: the arena keeps the newest 4096 / 48 = 85 at most.
-    assert!(
-        cached.len() >= 80 && cached.len() <= 85,
-        "{} cached",
-        cached.len()
-    );
-    assert_eq!(*cached.last().unwrap(), 99, "the newest stays");
-    assert!(
-        cached.windows(2).all(|w| w[1] == w[0] + 1),
-        "a suffix: {cached:?}"
-    );
+    assert!(laps_seen > 500, "the ring evicted");
     let big = vec![1u8; 600];
     f.writer
         .upsert(b"big", 1000, Some(&big), big.len())
