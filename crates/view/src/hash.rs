@@ -59,6 +59,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_precision_loss)] // ratios of small counts
     fn sequential_keys_spread_over_homes_and_tags() {
         // 100k sequential keys into 2^17 buckets by the high bits (as homes are chosen) and
         // by the low bits (as tags are): both close to what random hashes give.

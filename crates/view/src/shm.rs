@@ -10,7 +10,7 @@
 //! top (see `reader.rs`) decide whether what was copied may be used.
 //!
 //! Readers map the file read-only. Rust documents (`core::sync::atomic`, "Atomic accesses to
-//! read-only memory") that `Relaxed` loads of at most 8 bytes on x86_64 and aarch64 work on
+//! read-only memory") that `Relaxed` loads of at most 8 bytes on `x86_64` and `aarch64` work on
 //! read-only memory; `Acquire` loads are not promised to. So every load here is `Relaxed`, and
 //! callers that need acquire ordering follow the load with `fence(Ordering::Acquire)`, which is
 //! what the same documentation recommends.
@@ -81,6 +81,8 @@ impl Mapping {
     }
 
     /// The `u64` at `offset`, or `None` if it is unaligned or not wholly inside the mapping.
+    // The alignment the lint cannot see is checked: `base` is page-aligned, `offset % 8 == 0`.
+    #[allow(clippy::cast_ptr_alignment)]
     fn word64(&self, offset: usize) -> Option<&AtomicU64> {
         if offset % 8 != 0 || offset.checked_add(8)? > self.len {
             return None;
@@ -96,6 +98,8 @@ impl Mapping {
     }
 
     /// The `u32` at `offset`, or `None` if it is unaligned or not wholly inside the mapping.
+    // As in `word64`: `base` is page-aligned and `offset % 4 == 0`.
+    #[allow(clippy::cast_ptr_alignment)]
     fn word32(&self, offset: usize) -> Option<&AtomicU32> {
         if offset % 4 != 0 || offset.checked_add(4)? > self.len {
             return None;

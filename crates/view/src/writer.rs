@@ -532,6 +532,9 @@ impl ViewWriter {
     }
 
     /// Publishes the store's numbers (for `/proc/hpkv_stats`), under the stats seqlock.
+    ///
+    /// # Panics
+    /// If the stats seqlock was left odd (it never is: only this method writes it).
     pub fn set_stats(&mut self, stats: ViewStats) {
         let m = &self.map;
         let version = self.load64(hdr::STATS_VERSION);

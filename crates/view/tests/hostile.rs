@@ -4,6 +4,14 @@
 //! bounds checks are what is tested: the file is never shorter than its mapping here (only
 //! its owner could truncate it, and the trust check excludes everyone else).
 
+// Test data generators narrow numbers on purpose (key bytes, lengths); the model loop is
+// one long function because each step's checks read best in one place.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)]
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 

@@ -1,6 +1,13 @@
 //! Unit tests of the writer and reader together, in one process, and (`stress`) across
 //! processes.
 
+// Test data generators narrow numbers on purpose (key bytes, lengths, ratios).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::too_many_lines
+)]
+
 mod stress;
 
 use std::fs;
@@ -8,8 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::{
-    mark_dead_at, Lookup, OpenError, Unknown, ViewConfig, ViewReader, ViewState, ViewStats,
-    ViewWriter, KEY_BYTES_MAX, VALUE_BYTES_MAX,
+    mark_dead_at, ConfigError, Lookup, OpenError, Unknown, ViewConfig, ViewReader, ViewState,
+    ViewStats, ViewWriter, KEY_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
 pub(crate) struct Fixture {
@@ -388,7 +395,6 @@ fn the_file_is_sized_as_stated() {
     // + 100000 -> 188416.
     assert_eq!(md.len(), 4096 + 65536 + 16384 + 102_400);
     assert_eq!(md.permissions().mode() & 0o777, 0o640);
-    use crate::ConfigError;
     assert_eq!(
         ViewConfig::new(0, 4096, 0).file_bytes(),
         Err(ConfigError::KeyCapacity(0))
@@ -463,13 +469,11 @@ fn a_new_writer_kills_the_old_view_before_it_serves() {
     assert_ne!(new.instance_id(), old.instance_id());
     assert_eq!(hit(&new, b"k"), (2, b"new".to_vec()));
     // Dropping the old writer marks only its own (already dead) mapping.
-    let Fixture {
-        writer, dir: _dir, ..
-    } = f;
+    let Fixture { writer, dir, .. } = f;
     drop(writer);
     assert!(new.is_live());
     assert_eq!(hit(&new, b"k").0, 2);
-    assert!(mark_dead_at(new_path(&_dir)).unwrap());
+    assert!(mark_dead_at(new_path(&dir)).unwrap());
     assert!(new.is_dead(), "mark_dead_at reaches a live view too");
 }
 
@@ -553,9 +557,10 @@ fn nix_uid() -> u32 {
 #[test]
 fn readers_refuse_bad_headers() {
     use std::os::unix::fs::FileExt;
+    type Case<'a> = (usize, &'a [u8], fn(&OpenError) -> bool);
     let f = published(&ViewConfig::new(10, 4096, 4096));
     let dir = f.dir.path();
-    let cases: [(usize, &[u8], fn(&OpenError) -> bool); 7] = [
+    let cases: [Case; 7] = [
         (0, b"HPKVVIEX", |e| matches!(e, OpenError::BadMagic)),
         (8, &2u32.to_ne_bytes(), |e| {
             matches!(e, OpenError::BadVersion(2))
@@ -641,5 +646,7 @@ fn a_reader_can_be_shared_between_threads() {
             })
         })
         .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
+    for t in threads {
+        t.join().unwrap();
+    }
 }

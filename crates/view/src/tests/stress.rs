@@ -30,7 +30,7 @@ use crate::{Lookup, Unknown, ViewConfig, ViewReader, ViewStats, ViewWriter};
 
 const ENV: &str = "HPKV_VIEW_STRESS";
 const KEYS: u64 = 48;
-const RUN: Duration = Duration::from_millis(3000);
+const RUN: Duration = Duration::from_secs(3);
 const READERS: usize = 3;
 /// Per key in the ack file: `seq << 1 | present` of the last completed operation, and the
 /// sequence number of the last removal (or purge) started. Then: done flag, highest started.
@@ -338,7 +338,7 @@ fn reader_process() {
     let mut reader: Option<ViewReader> = None;
     let mut last_instance = 0;
     let mut scratch = Vec::with_capacity(crate::VALUE_BYTES_MAX);
-    let mut report = |what: String, violations: &mut u64| {
+    let report = |what: String, violations: &mut u64| {
         *violations += 1;
         if *violations <= 10 {
             eprintln!("reader {id}: VIOLATION {what}");
@@ -349,19 +349,16 @@ fn reader_process() {
             break;
         }
         if reader.as_ref().is_none_or(ViewReader::is_dead) {
-            match ViewReader::open(&view_path) {
-                Ok(r) => {
-                    if r.instance_id() != last_instance {
-                        reopens += u64::from(last_instance != 0);
-                        last_instance = r.instance_id();
-                    }
-                    reader = Some(r);
+            if let Ok(r) = ViewReader::open(&view_path) {
+                if r.instance_id() != last_instance {
+                    reopens += u64::from(last_instance != 0);
+                    last_instance = r.instance_id();
                 }
-                Err(_) => {
-                    reader = None;
-                    std::thread::yield_now();
-                    continue;
-                }
+                reader = Some(r);
+            } else {
+                reader = None;
+                std::thread::yield_now();
+                continue;
             }
         }
         let r = reader.as_ref().unwrap();
