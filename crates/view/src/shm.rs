@@ -182,8 +182,8 @@ impl Mapping {
     }
 
     /// Replaces `dst` with the `len` bytes at `offset` (8-aligned), loaded word by word with
-    /// `Relaxed` loads; `false` if the range is not inside the mapping. Does not allocate when
-    /// `dst` already has the capacity.
+    /// `Relaxed` loads; `false` if the range (rounded up to whole words) is not inside the
+    /// mapping. Does not allocate when `dst` already has a capacity of `len`.
     #[inline]
     pub fn copy_out(&self, offset: usize, len: usize, dst: &mut Vec<u8>) -> bool {
         let Some(end) = offset.checked_add(len.next_multiple_of(8)) else {
@@ -193,17 +193,23 @@ impl Mapping {
             return false;
         }
         dst.clear();
-        dst.reserve(len);
+        dst.resize(len, 0);
+        let mut chunks = dst.chunks_exact_mut(8);
         let mut at = offset;
-        let mut left = len;
-        while left > 0 {
+        for chunk in &mut chunks {
             let Some(word) = self.load64(at) else {
                 return false;
             };
-            let take = left.min(8);
-            dst.extend_from_slice(&word.to_ne_bytes()[..take]);
+            chunk.copy_from_slice(&word.to_ne_bytes());
             at += 8;
-            left -= take;
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let Some(word) = self.load64(at) else {
+                return false;
+            };
+            let n = tail.len();
+            tail.copy_from_slice(&word.to_ne_bytes()[..n]);
         }
         true
     }

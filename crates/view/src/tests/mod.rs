@@ -612,6 +612,22 @@ fn readers_refuse_bad_headers() {
 }
 
 #[test]
+fn a_scratch_buffer_of_the_value_length_is_enough() {
+    let mut f = published(&ViewConfig::new(10, 4096, 1 << 16));
+    f.writer.upsert(b"k", 1, Some(&[9u8; 101]), 101).unwrap();
+    let r = ViewReader::open(&f.path).unwrap();
+    let mut scratch = Vec::with_capacity(101);
+    let before = scratch.as_ptr();
+    assert_eq!(r.get(b"k", &mut scratch), Lookup::Hit { seq: 1 });
+    assert_eq!(scratch, [9u8; 101]);
+    assert_eq!(
+        scratch.as_ptr(),
+        before,
+        "no reallocation for a 101-byte value"
+    );
+}
+
+#[test]
 fn lookups_do_not_reallocate_the_scratch_buffer() {
     let mut f = published(&ViewConfig::new(10, 4096, 1 << 16));
     f.writer.upsert(b"k", 1, Some(&[5u8; 1000]), 1000).unwrap();
