@@ -192,6 +192,7 @@ fn the_value_ring_evicts_oldest_first_and_a_big_value_is_not_cached() {
             .upsert(format!("key{i:03}").as_bytes(), i + 1, Some(&v), v.len())
             .unwrap();
         f.writer.check_invariants();
+        f.writer.heartbeat(); // as the daemon does; this test runs for seconds in debug builds
         let mut cached = Vec::new();
         for j in 0..=i {
             match get(&r, format!("key{j:03}").as_bytes()) {
@@ -280,6 +281,7 @@ fn churn_rebuilds_the_table_and_keeps_every_key() {
         }
         if i % 97 == 0 {
             f.writer.check_invariants();
+            f.writer.heartbeat();
         }
         if i % 7 == 6 {
             // Keep the live count bounded: remove the key kept 6 rounds ago.

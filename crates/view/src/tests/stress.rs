@@ -39,6 +39,8 @@ const RM_STARTED: usize = 8;
 const KEY_STRIDE: usize = 16;
 const DONE: usize = KEYS as usize * KEY_STRIDE;
 const MAX_STARTED: usize = DONE + 8;
+/// Set by each reader (at `READY + 8 * index`) once it has opened the view.
+const READY: usize = DONE + 64;
 const ACK_FILE_BYTES: usize = 4096;
 
 fn config() -> ViewConfig {
@@ -247,7 +249,18 @@ fn readers_in_other_processes_never_see_torn_stale_or_deleted_values() {
     let mut readers: Vec<Child> = (0..READERS)
         .map(|id| spawn_reader(&view_path, &ack_path, id))
         .collect();
-    let mut victim = Some(spawn_reader(&view_path, &ack_path, 99));
+    let mut victim = Some(spawn_reader(&view_path, &ack_path, READERS));
+    // The run starts when every reader has opened the first view (a busy machine may start
+    // them slowly), so that each must follow both replacements.
+    let waiting = Instant::now();
+    while (0..=READERS).any(|i| w.ack.load64(READY + 8 * i) != Some(1)) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the readers did not start"
+        );
+        w.view.heartbeat();
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
@@ -329,10 +342,11 @@ fn reader_process() {
     };
     let mut parts = spec.split('|');
     let view_path = Path::new(parts.next().unwrap()).to_path_buf();
-    let ack = map_ack(Path::new(parts.next().unwrap()), false);
+    // Mapped writable only to set this reader's READY word.
+    let ack = map_ack(Path::new(parts.next().unwrap()), true);
     let id: u64 = parts.next().unwrap().parse().unwrap();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (id + 1).wrapping_mul(0x9e37_79b9));
-    let deadline = Instant::now() + RUN + Duration::from_secs(20);
+    let deadline = Instant::now() + RUN + Duration::from_secs(90);
     let (mut hits, mut misses, mut reopens, mut violations) = (0u64, 0u64, 0u64, 0u64);
     let mut unknown = std::collections::BTreeMap::<String, u64>::new();
     let mut reader: Option<ViewReader> = None;
@@ -355,6 +369,7 @@ fn reader_process() {
                     last_instance = r.instance_id();
                 }
                 reader = Some(r);
+                ack.store64(READY + 8 * id as usize, 1, Ordering::SeqCst);
             } else {
                 reader = None;
                 std::thread::yield_now();
