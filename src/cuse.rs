@@ -16,7 +16,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::EventFd;
 
-use crate::ffi::cuse::{Buffer, Received, Session};
+use crate::ffi::cuse::{Buffer, Received, Session, SessionError};
 pub use crate::ffi::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 
 /// Worker threads at most (each holds a receive buffer of about 1 MiB).
@@ -35,7 +35,20 @@ pub struct Server {
 pub enum StartError {
     /// This kernel has no CUSE.
     NoCuse,
-    Other(String),
+    /// Another hpkvd serves `/dev/NAME` already (it is in `/sys/class/cuse`).
+    NameInUse { name: String },
+    /// libfuse could not open the session.
+    Session(SessionError),
+    /// Making `/dev/cuse` non-blocking failed.
+    NonBlocking(nix::Error),
+    /// The workers' stop event could not be made.
+    StopEvent(nix::Error),
+    /// A worker thread could not be started.
+    Spawn(std::io::Error),
+    /// The kernel did not create the device: the workers ended first.
+    Refused { name: String },
+    /// The device did not appear in time.
+    Timeout { name: String, timeout: Duration },
 }
 
 impl std::fmt::Display for StartError {
@@ -45,12 +58,34 @@ impl std::fmt::Display for StartError {
                 "/dev/cuse not found: this kernel has no CUSE (CONFIG_CUSE); try 'modprobe cuse', \
                  or run hpkvd in the VM (see README, \"Without CUSE\")",
             ),
-            StartError::Other(why) => f.write_str(why),
+            StartError::NameInUse { name } => {
+                write!(f, "another hpkvd is already serving /dev/{name}")
+            }
+            StartError::Session(e) => e.fmt(f),
+            StartError::NonBlocking(e) => write!(f, "/dev/cuse: {e}"),
+            StartError::StopEvent(e) => write!(f, "eventfd: {e}"),
+            StartError::Spawn(e) => write!(f, "spawning a worker: {e}"),
+            StartError::Refused { name } => write!(
+                f,
+                "the kernel refused to create /dev/{name}: another hpkvd already serving that name?"
+            ),
+            StartError::Timeout { name, timeout } => {
+                write!(f, "/dev/{name} did not appear within {timeout:?}")
+            }
         }
     }
 }
 
-impl std::error::Error for StartError {}
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Session(e) => Some(e),
+            StartError::NonBlocking(e) | StartError::StopEvent(e) => Some(e),
+            StartError::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Whether this kernel offers CUSE.
 pub fn available() -> bool {
@@ -68,28 +103,26 @@ impl Server {
             return Err(StartError::NoCuse);
         }
         if Path::new("/sys/class/cuse").join(name).exists() {
-            return Err(StartError::Other(format!(
-                "another hpkvd is already serving /dev/{name}"
-            )));
+            return Err(StartError::NameInUse {
+                name: name.to_string(),
+            });
         }
-        let session = Arc::new(Session::new(name, handler).map_err(StartError::Other)?);
+        let session = Arc::new(Session::new(name, handler).map_err(StartError::Session)?);
         let fd = session.fd();
-        let flags = fcntl(fd, FcntlArg::F_GETFL)
-            .map_err(|e| StartError::Other(format!("/dev/cuse: {e}")))?;
+        let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(StartError::NonBlocking)?;
         fcntl(
             fd,
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         )
-        .map_err(|e| StartError::Other(format!("/dev/cuse: {e}")))?;
-        let stop =
-            Arc::new(EventFd::new().map_err(|e| StartError::Other(format!("eventfd: {e}")))?);
+        .map_err(StartError::NonBlocking)?;
+        let stop = Arc::new(EventFd::new().map_err(StartError::StopEvent)?);
         let workers = (0..threads.clamp(1, WORKERS_MAX))
             .map(|i| {
                 let (session, stop) = (session.clone(), stop.clone());
                 std::thread::Builder::new()
                     .name(format!("hpkv-cuse-{i}"))
                     .spawn(move || work(&session, &stop))
-                    .map_err(|e| StartError::Other(format!("spawning a worker: {e}")))
+                    .map_err(StartError::Spawn)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Server {
@@ -101,22 +134,21 @@ impl Server {
     }
 
     /// Waits until the kernel has created the device (it does so once a worker answered
-    /// CUSE_INIT), or says why it did not.
+    /// `CUSE_INIT`), or says why it did not.
     pub fn wait_registered(&self, timeout: Duration) -> Result<(), StartError> {
         let sysfs = Path::new("/sys/class/cuse").join(&self.name);
         let deadline = Instant::now() + timeout;
         while !sysfs.exists() {
-            if self.session.exited() || self.workers.iter().all(|w| w.is_finished()) {
-                return Err(StartError::Other(format!(
-                    "the kernel refused to create /dev/{}: another hpkvd already serving that name?",
-                    self.name
-                )));
+            if self.session.exited() || self.workers.iter().all(JoinHandle::is_finished) {
+                return Err(StartError::Refused {
+                    name: self.name.clone(),
+                });
             }
             if Instant::now() >= deadline {
-                return Err(StartError::Other(format!(
-                    "/dev/{} did not appear within {timeout:?}",
-                    self.name
-                )));
+                return Err(StartError::Timeout {
+                    name: self.name.clone(),
+                    timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -163,7 +195,7 @@ fn work(session: &Session, stop: &EventFd) {
         }
         match session.receive(&mut buf) {
             Received::Request => session.process(&buf),
-            Received::Again => continue,
+            Received::Again => {}
             Received::Exited => {
                 log::warn!("the kernel closed the CUSE connection");
                 break;

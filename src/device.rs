@@ -1,6 +1,6 @@
 //! The behaviour of `/dev/hpkv`: each request of the ABI served with the engine.
 //!
-//! Writes (the `write()` upsert/append, DELETE, INSERT, PARTIAL_UPDATE, PURGE, SYNC) are
+//! Writes (the `write()` upsert/append, DELETE, INSERT, `PARTIAL_UPDATE`, PURGE, SYNC) are
 //! handed to the engine's committer with their [`Reply`]: the answer goes out from the
 //! committer once the write is durable, and the CUSE worker is free at once. Reads are
 //! answered by the worker that received them. Each open file has its own listing cursor.
@@ -16,6 +16,11 @@ use hpkv_abi::{self as abi, Command, Decoded, Profile, RangeBuilder, StatsRecord
 use hpkv_engine::{Engine, Error, WriteOp};
 
 use crate::cuse::{CallerArea, Handler, IoctlRequest, Reply};
+
+// The ABI's limits and the engine's are one set: every key and value the device accepts can
+// be stored, and every stored one can be answered.
+const _: () = assert!(abi::KEY_MAX == hpkv_engine::format::KEY_MAX);
+const _: () = assert!(abi::VALUE_MAX == hpkv_engine::format::VALUE_MAX);
 
 /// Open files at most; more opens fail with ENFILE.
 pub const OPEN_FILES_MAX: usize = 1 << 16;
@@ -56,7 +61,8 @@ impl HpkvDevice {
     }
 
     fn listing(&self, fh: u64) -> Option<Arc<Mutex<Listing>>> {
-        self.files.lock().get(fh as usize).cloned()
+        let index = usize::try_from(fh).ok()?;
+        self.files.lock().get(index).cloned()
     }
 
     /// Hands a write to the engine; the reply goes out when it is acknowledged.
@@ -85,15 +91,15 @@ impl HpkvDevice {
             },
             Command::SafeGet { key, capacity } => match self.engine.get(key) {
                 Ok(Some(value)) => {
-                    let (result, len, with_value) = abi::safe_get_reply(capacity, value.len());
-                    let value: &[u8] = if with_value { &value } else { &[] };
-                    reply.ioctl(result, &[&len, value]);
+                    let r = abi::safe_get_reply(capacity, value.len());
+                    let value: &[u8] = if r.with_value { &value } else { &[] };
+                    reply.ioctl(r.result, &[&r.value_len, value]);
                 }
                 Ok(None) => reply.error(libc::ENOENT),
                 Err(e) => reply.error(errno_of(&e)),
             },
             Command::Delete { key } => {
-                self.submit(WriteOp::Delete { key: key.into() }, reply, done)
+                self.submit(WriteOp::Delete { key: key.into() }, reply, done);
             }
             Command::Purge => self.submit(WriteOp::Purge, reply, done),
             Command::Sync => self.submit(WriteOp::Sync, reply, done),
@@ -193,7 +199,9 @@ impl Handler for HpkvDevice {
     }
 
     fn release(&self, fh: u64) {
-        self.files.lock().try_remove(fh as usize);
+        if let Ok(index) = usize::try_from(fh) {
+            self.files.lock().try_remove(index);
+        }
     }
 
     fn read(&self, fh: u64, size: usize, reply: Reply) {

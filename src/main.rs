@@ -1,46 +1,8 @@
 //! hpkvd: serves `/dev/hpkv` (CUSE) from a store on a dedicated block device or image file.
 #![deny(unsafe_code)]
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
 
+use std::fmt;
+use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,10 +11,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::EventFd;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 
-use hpkv_abi::Profile;
+use hpkv_abi::{ParseProfileError, Profile};
 use hpkv_engine::{self as engine, Config, Durability, Engine};
 
 use cuse::Server;
@@ -67,6 +30,10 @@ mod progress;
 const DEFAULT_IMAGE: &str = "/var/lib/hpkv/hpkv.img";
 
 #[derive(Parser, Debug)]
+#[allow(
+    clippy::doc_markdown,
+    reason = "clap shows these comments as --help text, where backticks would show"
+)]
 #[command(
     name = "hpkvd",
     version,
@@ -111,7 +78,7 @@ struct Options {
     force_read_disk: bool,
 
     /// Log verbosity on the kernel's 0-7 scale: 3 and below errors, 4 warnings and lifecycle
-    /// information, 6 more detail, 7 debugging. RUST_LOG overrides it.
+    /// information, 6 more detail, 7 debugging. `RUST_LOG` overrides it.
     #[arg(long, alias = "log_level", default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=7))]
     log_level: u8,
 
@@ -180,38 +147,130 @@ fn notify_ready() {
     }
 }
 
-fn run(opts: Options) -> Result<(), String> {
+/// Why hpkvd stopped with an error: `hpkvd: <this>`, one line.
+#[derive(Debug)]
+enum RunError {
+    /// Blocking SIGINT and SIGTERM, or reading them through a signalfd.
+    Signals(nix::Error),
+    /// The default image, or its directory, could not be made.
+    Image { path: PathBuf, source: io::Error },
+    /// `--abi` named no profile (clap checks the names first).
+    Profile(ParseProfileError),
+    /// The store could not be opened.
+    Open {
+        path: PathBuf,
+        source: engine::OpenError,
+    },
+    /// The device could not be served.
+    Serve(cuse::StartError),
+    /// Waiting for a signal failed.
+    Poll(nix::Error),
+    /// Closing the store failed: its last flush.
+    Close(engine::Error),
+    /// The kernel ended the CUSE connection of `/dev/NAME`.
+    ConnectionLost { name: String },
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Signals(e) => write!(f, "blocking SIGINT and SIGTERM: {e}"),
+            RunError::Image { path, source } => write!(f, "{}: {source}", path.display()),
+            RunError::Profile(e) => e.fmt(f),
+            RunError::Open { path, source } => write!(f, "{}: {source}", path.display()),
+            RunError::Serve(e) => e.fmt(f),
+            RunError::Poll(e) => write!(f, "poll: {e}"),
+            RunError::Close(e) => write!(f, "closing the store: {e}"),
+            RunError::ConnectionLost { name } => {
+                write!(f, "the kernel ended the CUSE connection of /dev/{name}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Signals(e) | RunError::Poll(e) => Some(e),
+            RunError::Image { source, .. } => Some(source),
+            RunError::Profile(e) => Some(e),
+            RunError::Open { source, .. } => Some(source),
+            RunError::Serve(e) => Some(e),
+            RunError::Close(e) => Some(e),
+            RunError::ConnectionLost { .. } => None,
+        }
+    }
+}
+
+/// The default image, made (sparse, `size_mib` MiB) if it is missing.
+fn default_image(size_mib: u64) -> Result<PathBuf, RunError> {
+    let path = PathBuf::from(DEFAULT_IMAGE);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::Image {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let created =
+        engine::device::create_image_if_missing(&path, size_mib << 20).map_err(|source| {
+            RunError::Image {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    if created {
+        log::info!(
+            "created the default image {} ({size_mib} MiB, sparse)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Waits for SIGINT or SIGTERM (`Ok(false)`) or for the end of the CUSE connection
+/// (`Ok(true)`, signalled on `stop`).
+fn wait_for_stop(signal_fd: &SignalFd, stop: &EventFd) -> Result<bool, RunError> {
+    let mut fds = [
+        PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+        PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(RunError::Poll(e)),
+        }
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            if let Ok(Some(info)) = signal_fd.read_signal() {
+                let name = i32::try_from(info.ssi_signo)
+                    .ok()
+                    .and_then(|n| Signal::try_from(n).ok())
+                    .map_or("a signal", Signal::as_str);
+                log::info!("{name}: shutting down");
+            }
+            return Ok(false);
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            log::error!("the CUSE connection ended: shutting down");
+            return Ok(true);
+        }
+    }
+}
+
+fn run(opts: Options) -> Result<(), RunError> {
     // Block the termination signals in every thread (threads inherit the mask); main reads
     // them from a signalfd.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
-    signals
-        .thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
-    let signal_fd = SignalFd::new(&signals).map_err(|e| format!("signalfd: {e}"))?;
+    signals.thread_block().map_err(RunError::Signals)?;
+    let signal_fd = SignalFd::new(&signals).map_err(RunError::Signals)?;
 
     if !cuse::available() {
-        return Err(cuse::StartError::NoCuse.to_string());
+        return Err(RunError::Serve(cuse::StartError::NoCuse));
     }
     let path = match opts.device.or(opts.mount_path) {
-        Some(p) => p,
-        None => {
-            let p = PathBuf::from(DEFAULT_IMAGE);
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            if engine::device::create_image_if_missing(&p, opts.image_mib << 20)
-                .map_err(|e| format!("{}: {e}", p.display()))?
-            {
-                log::info!(
-                    "created the default image {} ({} MiB, sparse)",
-                    p.display(),
-                    opts.image_mib
-                );
-            }
-            p
-        }
+        Some(path) => path,
+        None => default_image(opts.image_mib)?,
     };
     let durability = match opts.durability {
         DurabilityArg::Sync => Durability::Sync,
@@ -229,16 +288,19 @@ fn run(opts: Options) -> Result<(), String> {
         background_compaction: true,
         progress: progress::on_terminal(),
     };
-    let profile: Profile = opts.abi.parse()?;
-    let engine =
-        Arc::new(Engine::open_path(&path, config).map_err(|e| format!("{}: {e}", path.display()))?);
+    let profile: Profile = opts.abi.parse().map_err(RunError::Profile)?;
+    let engine = Engine::open_path(&path, config).map_err(|source| RunError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let engine = Arc::new(engine);
     let device = Arc::new(HpkvDevice::new(engine.clone(), profile));
     let mut server =
-        Server::start(&opts.name, device, opts.threads as usize).map_err(|e| e.to_string())?;
+        Server::start(&opts.name, device, usize::from(opts.threads)).map_err(RunError::Serve)?;
     if let Err(e) = server.wait_registered(Duration::from_secs(10)) {
         server.stop_workers();
-        engine.close().map_err(|e| e.to_string())?;
-        return Err(e.to_string());
+        engine.close().map_err(RunError::Close)?;
+        return Err(RunError::Serve(e));
     }
     log::info!(
         "serving /dev/{} ({} profile, {:?} durability) from {}",
@@ -249,44 +311,16 @@ fn run(opts: Options) -> Result<(), String> {
     );
     notify_ready();
 
-    let stop = server.stop_event();
-    let mut lost_connection = false;
-    let mut fds = [
-        PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
-        PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-    ];
-    loop {
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-        if let Some(r) = fds[0].revents().filter(|r| !r.is_empty()) {
-            let _ = r;
-            if let Ok(Some(info)) = signal_fd.read_signal() {
-                let name =
-                    Signal::try_from(info.ssi_signo as i32).map_or("a signal", |s| s.as_str());
-                log::info!("{name}: shutting down");
-            }
-            break;
-        }
-        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            log::error!("the CUSE connection ended: shutting down");
-            lost_connection = true;
-            break;
-        }
-    }
+    let lost_connection = wait_for_stop(&signal_fd, &server.stop_event())?;
     // Stop taking requests, finish and answer every write in flight, flush, then remove
     // the device node.
     server.stop_workers();
     let closed = engine.close();
     server.unregister();
-    closed.map_err(|e| format!("closing the store: {e}"))?;
+    closed.map_err(RunError::Close)?;
     log::info!("stopped; everything acknowledged is on {}", path.display());
     if lost_connection {
-        return Err(format!(
-            "the kernel ended the CUSE connection of /dev/{}",
-            opts.name
-        ));
+        return Err(RunError::ConnectionLost { name: opts.name });
     }
     Ok(())
 }

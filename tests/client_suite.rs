@@ -3,51 +3,13 @@
 //! has no CUSE).
 //!
 //! Usage:
-//!   client_suite [--device PATH]                   the extension tests; HPKV-RESULT lines
-//!   client_suite range --device PATH --count N     scans a store of N keys (made by
-//!                                                  prepare-image) in order, with continuation
-//!   client_suite prepare-image IMAGE N             (on the host) writes a store of N keys
-//!                                                  into IMAGE with the engine itself
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
+//! ```text
+//! client_suite [--device PATH]                   the extension tests; HPKV-RESULT lines
+//! client_suite range --device PATH --count N     scans a store of N keys (made by
+//!                                                prepare-image) in order, with continuation
+//! client_suite prepare-image IMAGE N             (on the host) writes a store of N keys
+//!                                                into IMAGE with the engine itself
+//! ```
 
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -90,7 +52,7 @@ fn report(name: &str, f: impl FnOnce()) {
             let why = e
                 .downcast_ref::<String>()
                 .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| e.downcast_ref::<&str>().map(ToString::to_string))
                 .unwrap_or_default();
             println!("HPKV-RESULT FAIL {name} {}", why.replace('\n', " "));
         }
@@ -136,18 +98,18 @@ fn prepare_image(path: &Path, n: usize) {
     );
 }
 
-/// Scans every key through HPKV_IOC_RANGE with continuation; checks order and values.
+/// Scans every key through `HPKV_IOC_RANGE` with continuation; checks order and values.
 fn range_many(device: &str, n: usize) {
     let c = Client::open(device).unwrap();
     let started = Instant::now();
-    let mut i = 0;
+    let mut seen = 0;
     for record in c.range(Bound::Unbounded, Bound::Unbounded) {
         let (k, v) = record.unwrap();
-        assert_eq!(k, key(i), "record {i} out of order");
-        assert_eq!(v, value(i), "value of record {i}");
-        i += 1;
+        assert_eq!(k, key(seen), "record {seen} out of order");
+        assert_eq!(v, value(seen), "value of record {seen}");
+        seen += 1;
     }
-    assert_eq!(i, n, "records returned");
+    assert_eq!(seen, n, "records returned");
     // A middle part with bounds, in small pages (many continuations).
     let part: Vec<_> = c
         .range(
@@ -211,7 +173,9 @@ fn put_get_append_delete(device: &str) {
 fn safe_get_grows_past_erange(device: &str) {
     let c = Client::open(device).unwrap();
     for len in [4095, 4096, 4097, 50_000, abi::VALUE_MAX] {
-        let v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let v: Vec<u8> = (0..len)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap())
+            .collect();
         c.put(b"cl-big", &v).unwrap();
         assert_eq!(c.get(b"cl-big").unwrap(), Some(v), "a {len}-byte value");
     }
@@ -267,8 +231,8 @@ fn stats_counts_and_proc_lines(device: &str) {
 fn sync_and_typed_errors(device: &str) {
     let c = Client::open(device).unwrap();
     c.sync().unwrap();
-    assert!(matches!(c.put(b"", b"v"), Err(Error::InvalidArgument(_))));
-    assert!(matches!(c.put(b"k", b""), Err(Error::InvalidArgument(_))));
+    assert!(matches!(c.put(b"", b"v"), Err(Error::Request(_))));
+    assert!(matches!(c.put(b"k", b""), Err(Error::Request(_))));
     assert!(
         matches!(Client::open("/dev/null"), Err(Error::Unsupported)),
         "/dev/null is not hpkvd"

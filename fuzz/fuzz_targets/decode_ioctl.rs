@@ -5,17 +5,18 @@
 //! `Ready` slices inside the input. And the whole retry protocol as the kernel drives it,
 //! over a fuzzed memory at a fuzzed address: every retry asks for at most 32 pages each
 //! way in at most 4 areas that do not wrap around, never for fewer input bytes than it was
-//! given, and the command completes (or fails) within 4 rounds.
+//! given, and the command completes (or fails) within 4 rounds. The kernel's side of the
+//! protocol is `hpkv_abi::retry_sim`, the simulator every test shares.
 #![no_main]
 
+use hpkv_abi::retry_sim::{self, Answer, Memory};
 use hpkv_abi::{self as abi, Command, Decoded, Iov, Profile, Retry};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use nix::errno::Errno;
 
-const PAGE: u64 = 4096;
-/// CUSE's limit on the data of one ioctl, each way (FUSE_MAX_PAGES_PER_REQ pages).
-const MAX_BYTES: u64 = 32 * PAGE;
+const PAGE: u64 = retry_sim::PAGE;
+/// CUSE's limit on the data of one ioctl, each way.
+const MAX_BYTES: u64 = retry_sim::DATA_MAX;
 const MAX_IOVS: usize = 4;
 const MAX_ROUNDS: usize = 4;
 
@@ -93,27 +94,6 @@ fn check_ready(cmd: &Command<'_>, input: &[u8]) {
     }
 }
 
-/// The caller's memory: `bytes` at `base`, unmapped elsewhere.
-struct Memory<'a> {
-    base: u64,
-    bytes: &'a [u8],
-}
-
-impl Memory<'_> {
-    fn gather(&self, areas: &[Iov]) -> std::result::Result<Vec<u8>, Errno> {
-        let mut out = vec![];
-        for v in areas {
-            let start = v.base.checked_sub(self.base).ok_or(Errno::EFAULT)?;
-            let end = start.checked_add(v.len).ok_or(Errno::EFAULT)?;
-            if end > self.bytes.len() as u64 {
-                return Err(Errno::EFAULT);
-            }
-            out.extend_from_slice(&self.bytes[start as usize..end as usize]);
-        }
-        Ok(out)
-    }
-}
-
 fn one_round(u: &mut Unstructured) -> Result<()> {
     let profile = if u.arbitrary()? { Profile::Readme } else { Profile::V13 };
     let cmd = command(u)?;
@@ -134,35 +114,32 @@ fn protocol(u: &mut Unstructured) -> Result<()> {
     let base = address(u)?;
     let offset = u.int_in_range(0u64..=PAGE)?;
     let value_len = u.int_in_range(1usize..=abi::VALUE_MAX)?;
-    let memory = Memory {
-        base,
-        bytes: u.bytes(u.len())?,
-    };
+    let mut bytes = u.bytes(u.len())?.to_vec();
+    // Memory that does not wrap around the top of the address space.
+    bytes.truncate(usize::try_from(u64::MAX - base).unwrap_or(usize::MAX));
     let arg = base.wrapping_add(offset);
-    let mut input: Vec<u8> = vec![];
-    let mut out_size = 0usize;
-    for _round in 0..MAX_ROUNDS {
-        let mut after_ready = false;
-        let retry = match abi::decode_ioctl(profile, cmd, arg, &input, out_size) {
-            Decoded::Fail(_) => return Ok(()),
+    // The kernel's side is the shared simulator; the daemon's side is the decoder, with
+    // every retry and command checked as it comes.
+    let mut memory = Memory::new(base, &mut bytes);
+    let outcome = retry_sim::ioctl(&mut memory, |input, out_size| {
+        let (retry, after_ready) = match abi::decode_ioctl(profile, cmd, arg, input, out_size) {
+            Decoded::Fail(e) => return Answer::fail(e),
             Decoded::Ready(c) => {
-                check_ready(&c, &input);
+                check_ready(&c, input);
                 // A GET whose value does not fit asks again for exactly the room it needs.
                 let Command::Get { key_span, .. } = c else {
-                    return Ok(());
+                    return Answer::done(0, vec![]);
                 };
                 match abi::get_reply(profile, arg, key_span, out_size, value_len) {
                     Ok(reply) => {
-                        assert!(reply.prefix.len() + value_len + reply.suffix.len() <= out_size);
-                        return Ok(());
+                        let need = reply.prefix.len() + value_len + reply.suffix.len();
+                        assert!(need <= out_size);
+                        return Answer::done(0, vec![0xEE; need]);
                     }
-                    Err(r) => {
-                        after_ready = true;
-                        r
-                    }
+                    Err(r) => (r, true),
                 }
             }
-            Decoded::Retry(r) => r,
+            Decoded::Retry(r) => (r, false),
         };
         check_retry(&retry);
         assert!(
@@ -171,13 +148,10 @@ fn protocol(u: &mut Unstructured) -> Result<()> {
             total(&retry.input),
             input.len()
         );
-        input = match memory.gather(&retry.input) {
-            Ok(bytes) => bytes,
-            Err(_) => return Ok(()), // the kernel answers EFAULT
-        };
-        out_size = total(&retry.output) as usize;
-    }
-    panic!("command {cmd:#x} still retrying after {MAX_ROUNDS} rounds");
+        Answer::Retry(retry)
+    });
+    assert!(outcome.rounds <= MAX_ROUNDS, "command {cmd:#x} took {} rounds", outcome.rounds);
+    Ok(())
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!value.is_empty());
             assert!(value.len() + plus as usize <= abi::WRITE_VALUE_MAX);
             assert_eq!(data[colon + 1] == b'+', plus, "a '+' first means append");
+            // The client's encoder writes exactly these bytes for the request.
+            assert_eq!(abi::encode_write(request).as_deref(), Ok(data));
         }
         Err(e) => {
             assert!(e == Errno::EINVAL || e == Errno::EMSGSIZE, "{e}");

@@ -3,22 +3,18 @@
 //! `StatsRecord::decode`. No panic, and sizes consistent with the ABI.
 #![no_main]
 
-use hpkv_abi::{self as abi, Decoded, Profile, RangeBuilder, RangeRequest, StatsRecord};
+use std::mem::offset_of;
+
+use hpkv_abi::le::{set_u32, u32_at, u64_at};
+use hpkv_abi::{self as abi, uapi, Decoded, Profile, RangeBuilder, RangeRequest, StatsRecord};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use nix::errno::Errno;
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 // struct hpkv_range: the output fields of its header.
-const FLAGS: usize = 4;
-const COUNT: usize = 12;
-const DATA_LEN: usize = 24;
+const FLAGS: usize = offset_of!(uapi::hpkv_range, flags);
+const COUNT: usize = offset_of!(uapi::hpkv_range, count);
+const DATA_LEN: usize = offset_of!(uapi::hpkv_range, data_len);
 
 fn get(u: &mut Unstructured) -> Result<()> {
     let profile = if u.arbitrary()? { Profile::Readme } else { Profile::V13 };
@@ -41,11 +37,11 @@ fn get(u: &mut Unstructured) -> Result<()> {
         }
     }
     let capacity: u64 = u.arbitrary()?;
-    let (result, len, with_value) = abi::safe_get_reply(capacity, value_len);
-    assert_eq!(u64::from_le_bytes(len), value_len as u64);
-    assert_eq!(with_value, value_len as u64 <= capacity);
-    assert_eq!(result == 0, with_value);
-    assert!(result == 0 || result == -libc::ERANGE);
+    let r = abi::safe_get_reply(capacity, value_len);
+    assert_eq!(u64::from_le_bytes(r.value_len), value_len as u64);
+    assert_eq!(r.with_value, value_len as u64 <= capacity);
+    assert_eq!(r.result == 0, r.with_value);
+    assert!(r.result == 0 || r.result == -libc::ERANGE);
     Ok(())
 }
 
@@ -53,7 +49,7 @@ fn range(u: &mut Unstructured) -> Result<()> {
     let mut header: [u8; abi::RANGE_HEADER_SIZE] = u.arbitrary()?;
     // decode_ioctl refuses flags other than HPKV_RANGE_START_EXCLUSIVE.
     let flags = u32_at(&header, FLAGS) & abi::RANGE_START_EXCLUSIVE;
-    header[FLAGS..FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    set_u32(&mut header, FLAGS, flags);
     let req = RangeRequest {
         start: b"",
         start_exclusive: false,
@@ -103,22 +99,20 @@ fn range(u: &mut Unstructured) -> Result<()> {
     assert!(req.max_count == 0 || count <= req.max_count as usize);
     assert!(data_len <= req.capacity);
     assert_eq!(out.len(), abi::RANGE_HEADER_SIZE + data_len);
-    // Decode the entries back: exactly the records pushed.
-    let data = &out[abi::RANGE_HEADER_SIZE..];
-    let mut at = 0;
-    for (key, value) in &pushed {
-        let key_len = u16::from_le_bytes([data[at], data[at + 1]]) as usize;
-        let value_len = u32_at(data, at + 4) as usize;
-        assert_eq!((key_len, value_len), (key.len(), value.len()));
-        let k = at + abi::RANGE_ENTRY_HEADER_SIZE;
-        assert_eq!(&data[k..k + key_len], *key);
-        assert_eq!(&data[k + key_len..k + key_len + value_len], &value[..]);
-        let size = abi::range_entry_size(key_len, value_len);
-        assert_eq!(size % 8, 0);
-        assert!(data[k + key_len + value_len..at + size].iter().all(|&b| b == 0));
-        at += size;
+    // The client's parser reads back exactly the records pushed, from the caller's buffer
+    // as the kernel leaves it: the header written back, the entries after the struct.
+    let mut caller = vec![0u8; abi::RANGE_STRUCT_SIZE + req.capacity];
+    caller[..abi::RANGE_HEADER_SIZE].copy_from_slice(&out[..abi::RANGE_HEADER_SIZE]);
+    caller[abi::RANGE_STRUCT_SIZE..][..data_len].copy_from_slice(&out[abi::RANGE_HEADER_SIZE..]);
+    let page = abi::parse_range(&caller, req.capacity).expect("the parser takes the builder's reply");
+    assert_eq!(page.more, refused);
+    assert_eq!(page.records.len(), pushed.len());
+    for ((key, value), (k, v)) in page.records.iter().zip(&pushed) {
+        assert_eq!((key.as_slice(), value), (*k, v));
     }
-    assert_eq!(at, data_len);
+    // Entries are padded with zeros to 8 bytes.
+    let sizes: usize = pushed.iter().map(|(k, v)| abi::range_entry_size(k.len(), v.len())).sum();
+    assert_eq!(sizes, data_len);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! and a [`Reply`] per request that may be answered later, from any thread.
 //!
 //! Life of a CUSE device (libfuse's example/cuse.c, the kernel's fs/fuse/cuse.c): opening
-//! /dev/cuse starts a connection; the kernel's first request is CUSE_INIT, which libfuse
+//! /dev/cuse starts a connection; the kernel's first request is `CUSE_INIT`, which libfuse
 //! answers with the device name and flags (here `CUSE_UNRESTRICTED_IOCTL`); the kernel then
 //! creates the character device (devtmpfs makes the node, udev applies the rules). Closing
 //! the /dev/cuse descriptor removes the device.
@@ -14,12 +14,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
 
+// bindgen's output: generated code, its own lints off.
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
     dead_code,
-    clippy::all
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks
 )]
 mod sys {
     include!(concat!(env!("OUT_DIR"), "/cuse_sys.rs"));
@@ -100,18 +103,19 @@ impl Reply {
                 iov_len: p.len(),
             })
             .collect();
+        let count = c_int::try_from(iov.len()).expect("a reply of a few parts");
         let req = self.take();
         // SAFETY: `req` is live and unanswered; every iovec points into a slice borrowed for
         // the duration of the call, and libfuse only reads them (it writes the message out
         // before returning).
-        unsafe { sys::fuse_reply_ioctl_iov(req, result, iov.as_ptr(), iov.len() as c_int) };
+        unsafe { sys::fuse_reply_ioctl_iov(req, result, iov.as_ptr(), count) };
     }
 
     /// Asks the kernel to copy `input` in and offer `output`, and to call again.
     pub fn ioctl_retry(self, input: &[CallerArea], output: &[CallerArea]) {
         let to_iovec = |v: &CallerArea| sys::iovec {
             iov_base: v.base as *mut c_void,
-            iov_len: v.len as usize,
+            iov_len: usize::try_from(v.len).expect("an area of at most 32 pages"),
         };
         let input: Vec<sys::iovec> = input.iter().map(to_iovec).collect();
         let output: Vec<sys::iovec> = output.iter().map(to_iovec).collect();
@@ -140,6 +144,26 @@ impl Drop for Reply {
     }
 }
 
+/// Why a session could not be made.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The device name holds a NUL byte.
+    NulInName,
+    /// `cuse_lowlevel_setup` failed; libfuse printed why.
+    Setup,
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionError::NulInName => "the device name holds a NUL byte",
+            SessionError::Setup => "libfuse could not open /dev/cuse (see the message above)",
+        })
+    }
+}
+
+impl std::error::Error for SessionError {}
+
 /// The handler behind a session, reached from callbacks through the session's userdata.
 type Userdata = Arc<dyn Handler>;
 
@@ -153,6 +177,8 @@ pub struct Session {
 // fuse_session_process_buf from several threads on one session; that is all workers do.
 // The session is destroyed only in Drop, once no worker uses it.
 unsafe impl Send for Session {}
+// SAFETY: as for Send: the workers share the session only through those two calls, which
+// libfuse makes safe to run from several threads at once.
 unsafe impl Sync for Session {}
 
 /// What a receive brought.
@@ -189,10 +215,10 @@ impl Drop for Buffer {
 
 impl Session {
     /// Opens /dev/cuse and asks for a device named `devname`, served by `handler`. The
-    /// device appears once a worker has processed the kernel's CUSE_INIT request.
-    pub fn new(devname: &str, handler: Arc<dyn Handler>) -> Result<Session, String> {
-        let devinfo = CString::new(format!("DEVNAME={devname}"))
-            .map_err(|_| "device name contains a NUL".to_string())?;
+    /// device appears once a worker has processed the kernel's `CUSE_INIT` request.
+    pub fn new(devname: &str, handler: Arc<dyn Handler>) -> Result<Session, SessionError> {
+        let devinfo =
+            CString::new(format!("DEVNAME={devname}")).map_err(|_| SessionError::NulInName)?;
         let mut devinfo_argv = [devinfo.as_ptr()];
         let info = sys::cuse_info {
             dev_major: 0,
@@ -210,29 +236,31 @@ impl Session {
             ..Default::default()
         };
         // "-f": stay in the foreground (libfuse would daemonize otherwise).
-        let args: Vec<CString> = ["hpkvd", "-f"]
+        let arg_strings: Vec<CString> = ["hpkvd", "-f"]
             .iter()
             .map(|a| CString::new(*a).expect("no NUL"))
             .collect();
-        let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        let mut argv: Vec<*mut c_char> =
+            arg_strings.iter().map(|a| a.as_ptr().cast_mut()).collect();
+        let arg_count = c_int::try_from(argv.len()).expect("two arguments");
         let userdata = Box::into_raw(Box::new(handler));
         let mut multithreaded: c_int = 0;
         // SAFETY: every pointer is valid for the call: libfuse copies the ops, the device
         // info strings and the arguments it keeps. `userdata` stays valid until Drop.
         let se = unsafe {
             sys::cuse_lowlevel_setup(
-                argv.len() as c_int,
+                arg_count,
                 argv.as_mut_ptr(),
-                &info,
-                &ops,
-                &mut multithreaded,
+                &raw const info,
+                &raw const ops,
+                &raw mut multithreaded,
                 userdata.cast::<c_void>(),
             )
         };
         if se.is_null() {
             // SAFETY: libfuse did not keep `userdata`; reclaim it.
             drop(unsafe { Box::from_raw(userdata) });
-            return Err("libfuse could not open /dev/cuse (see the message above)".into());
+            return Err(SessionError::Setup);
         }
         // hpkvd handles its own signals (a signalfd in main); undo libfuse's handlers.
         // SAFETY: `se` is the session cuse_lowlevel_setup just installed handlers for.
@@ -249,7 +277,7 @@ impl Session {
     /// Reads one request into `buf`.
     pub fn receive(&self, buf: &mut Buffer) -> Received {
         // SAFETY: the session is live; `buf` is this worker's own buffer.
-        let n = unsafe { sys::fuse_session_receive_buf(self.se, &mut buf.0) };
+        let n = unsafe { sys::fuse_session_receive_buf(self.se, &raw mut buf.0) };
         if n > 0 {
             Received::Request
         } else if n == -libc::EAGAIN || n == -libc::EINTR {
@@ -261,10 +289,10 @@ impl Session {
         }
     }
 
-    /// Dispatches the request in `buf` to the handler (or to libfuse, for CUSE_INIT).
+    /// Dispatches the request in `buf` to the handler (or to libfuse, for `CUSE_INIT`).
     pub fn process(&self, buf: &Buffer) {
         // SAFETY: the session is live and `buf` holds what receive() just read.
-        unsafe { sys::fuse_session_process_buf(self.se, &buf.0) };
+        unsafe { sys::fuse_session_process_buf(self.se, &raw const buf.0) };
     }
 
     pub fn exited(&self) -> bool {
@@ -358,7 +386,7 @@ unsafe extern "C" fn op_write(
     guarded(|| handler.write(fh, data, reply));
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "libfuse's callback signature")]
 unsafe extern "C" fn op_ioctl(
     req: sys::fuse_req_t,
     cmd: c_int,
@@ -378,7 +406,8 @@ unsafe extern "C" fn op_ioctl(
         std::slice::from_raw_parts(in_buf.cast::<u8>(), in_bufsz)
     };
     let request = IoctlRequest {
-        cmd: cmd as u32,
+        // The kernel's unsigned command number, carried in a C int: the same bits.
+        cmd: u32::from_ne_bytes(cmd.to_ne_bytes()),
         arg: arg as u64,
         input,
         out_size: out_bufsz,

@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 
+use hpkv_abi::le::{get_u16, get_u64};
 use hpkv_abi::{self as abi, uapi};
 
 /// Issues `ioctl(fd, cmd, arg)` and returns its non-negative result, or the errno.
@@ -33,9 +34,20 @@ use hpkv_abi::{self as abi, uapi};
 /// areas `abi::decode_ioctl` names; an unmapped address is fine: the kernel answers EFAULT).
 pub unsafe fn ioctl_raw(fd: BorrowedFd<'_>, cmd: u32, arg: usize) -> Result<i32, Errno> {
     // SAFETY: `fd` is open for the call (borrowed); the memory behind `arg` is the caller's
-    // guarantee above. `cmd as _` matches the request type of the libc in use.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
+    // guarantee above.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request(cmd), arg) };
     Errno::result(r)
+}
+
+/// `cmd` as libc's `ioctl` takes it: the same 32 bits, in a `c_ulong` with glibc and a
+/// `c_int` with musl (where the `_IOC` numbers over `i32::MAX` wrap, as in C).
+#[allow(
+    clippy::cast_lossless,
+    clippy::cast_possible_wrap,
+    reason = "the request type differs between C libraries; the bits are the same"
+)]
+fn request(cmd: u32) -> libc::Ioctl {
+    cmd as libc::Ioctl
 }
 
 /// `ioctl(fd, cmd, buf)` for the wrappers below.
@@ -48,19 +60,12 @@ unsafe fn hpkv_ioctl(fd: BorrowedFd<'_>, cmd: u32, buf: &mut [u8]) -> Result<(),
     unsafe { ioctl_raw(fd, cmd, buf.as_mut_ptr() as usize) }.map(drop)
 }
 
-fn le_u16(b: &[u8], at: usize) -> Option<usize> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
-}
-fn le_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// INSERT (4) or PARTIAL_UPDATE (5): `buf` holds `[u16 key_len][u64 value_len][key][value]`.
+/// INSERT (4) or `PARTIAL_UPDATE` (5): `buf` holds `[u16 key_len][u64 value_len][key][value]`.
 /// EINVAL, without a call, for another `cmd` or when `buf` is shorter than its header says.
 pub fn hpkv_kv(fd: BorrowedFd<'_>, cmd: u32, buf: &mut [u8]) -> Result<(), Errno> {
-    let key_len = le_u16(buf, offset_of!(uapi::hpkv_kv, key_len)).ok_or(Errno::EINVAL)?;
-    let value_len = le_u64(buf, offset_of!(uapi::hpkv_kv, value_len)).ok_or(Errno::EINVAL)?;
-    let total = ((size_of::<uapi::hpkv_kv>() + key_len) as u64).checked_add(value_len);
+    let key_len = get_u16(buf, offset_of!(uapi::hpkv_kv, key_len)).ok_or(Errno::EINVAL)?;
+    let value_len = get_u64(buf, offset_of!(uapi::hpkv_kv, value_len)).ok_or(Errno::EINVAL)?;
+    let total = ((size_of::<uapi::hpkv_kv>() + usize::from(key_len)) as u64).checked_add(value_len);
     if !(cmd == abi::CMD_INSERT || cmd == abi::CMD_PARTIAL_UPDATE)
         || total.is_none_or(|t| t > buf.len() as u64)
     {
@@ -85,8 +90,8 @@ pub fn hpkv_delete_str(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> 
 /// DELETE (1), v1.3 profile: `buf` holds `[u16 key_len][key]`. EINVAL, without a call, when
 /// `buf` is shorter than that.
 pub fn hpkv_delete_v13(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> {
-    let key_len = le_u16(buf, offset_of!(uapi::hpkv_v13_key, key_len)).ok_or(Errno::EINVAL)?;
-    if size_of::<uapi::hpkv_v13_key>() + key_len > buf.len() {
+    let key_len = get_u16(buf, offset_of!(uapi::hpkv_v13_key, key_len)).ok_or(Errno::EINVAL)?;
+    if size_of::<uapi::hpkv_v13_key>() + usize::from(key_len) > buf.len() {
         return Err(Errno::EINVAL);
     }
     // SAFETY: DELETE has no output area; hpkvd reads `2 + key_len` bytes (inside `buf`) and
@@ -100,10 +105,10 @@ pub fn hpkv_purge(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     unsafe { ioctl_raw(fd, abi::CMD_PURGE, 0) }.map(drop)
 }
 
-/// HPKV_IOC_GET: `buf` holds a `struct hpkv_get` and the `capacity` bytes of `value[]` it
+/// `HPKV_IOC_GET`: `buf` holds a `struct hpkv_get` and the `capacity` bytes of `value[]` it
 /// declares. EINVAL, without a call, when `buf` is shorter than that.
 pub fn hpkv_safe_get(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> {
-    let capacity = le_u64(buf, offset_of!(uapi::hpkv_get, capacity)).ok_or(Errno::EINVAL)?;
+    let capacity = get_u64(buf, offset_of!(uapi::hpkv_get, capacity)).ok_or(Errno::EINVAL)?;
     if buf.len() < abi::GET_STRUCT_SIZE || capacity > (buf.len() - abi::GET_STRUCT_SIZE) as u64 {
         return Err(Errno::EINVAL);
     }
@@ -112,10 +117,10 @@ pub fn hpkv_safe_get(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> {
     unsafe { hpkv_ioctl(fd, abi::IOC_GET, buf) }
 }
 
-/// HPKV_IOC_RANGE: `buf` holds a `struct hpkv_range` and the `capacity` bytes of `data[]`
+/// `HPKV_IOC_RANGE`: `buf` holds a `struct hpkv_range` and the `capacity` bytes of `data[]`
 /// it declares. EINVAL, without a call, when `buf` is shorter than that.
 pub fn hpkv_range(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> {
-    let capacity = le_u64(buf, offset_of!(uapi::hpkv_range, capacity)).ok_or(Errno::EINVAL)?;
+    let capacity = get_u64(buf, offset_of!(uapi::hpkv_range, capacity)).ok_or(Errno::EINVAL)?;
     if buf.len() < abi::RANGE_STRUCT_SIZE || capacity > (buf.len() - abi::RANGE_STRUCT_SIZE) as u64
     {
         return Err(Errno::EINVAL);
@@ -125,14 +130,14 @@ pub fn hpkv_range(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(), Errno> {
     unsafe { hpkv_ioctl(fd, abi::IOC_RANGE, buf) }
 }
 
-/// HPKV_IOC_STATS into `buf`.
+/// `HPKV_IOC_STATS` into `buf`.
 pub fn hpkv_stats(fd: BorrowedFd<'_>, buf: &mut [u8; abi::STATS_STRUCT_SIZE]) -> Result<(), Errno> {
     // SAFETY: the command's size field is the struct's: hpkvd (and any driver honouring
     // `_IOR`) writes at most that many bytes, `buf`'s length.
     unsafe { hpkv_ioctl(fd, abi::IOC_STATS, buf) }
 }
 
-/// HPKV_IOC_SYNC.
+/// `HPKV_IOC_SYNC`.
 pub fn hpkv_sync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: `_IO` command: no argument memory at all.
     unsafe { ioctl_raw(fd, abi::IOC_SYNC, 0) }.map(drop)

@@ -12,57 +12,19 @@
 //! Each test prints `HPKV-RESULT PASS name` or `HPKV-RESULT FAIL name reason`, the lines
 //! the VM runner counts. Raw ioctls with odd pointers (NULL, unmapped memory, a key at the
 //! very end of a mapping) need `unsafe`; it stays in this test program.
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
 
 use std::ffi::c_void;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::mem::offset_of;
 use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use hpkv_abi::uapi;
-use hpkv_abi::{self as abi, StatsRecord};
+use hpkv_abi::{self as abi, le, uapi, RangeQuery, StatsRecord};
+
+mod ffi;
+use ffi::{ioctl, Guarded};
 
 type TestFn = fn(&Ctx);
 
@@ -104,106 +66,60 @@ fn main() {
     }
 }
 
+/// `(name, test)` pairs, each name the function's own.
+macro_rules! tests {
+    ($($test:ident),* $(,)?) => {
+        vec![$((stringify!($test), $test as TestFn)),*]
+    };
+}
+
+/// The tests of the `readme` profile.
+fn readme_tests() -> Vec<(&'static str, TestFn)> {
+    tests![
+        write_upsert_returns_n_and_get_reads_it,
+        write_is_binary_safe_split_at_first_colon,
+        write_echo_style_keeps_the_newline,
+        write_append_and_append_creates,
+        write_errnos,
+        write_limits_511_key_102399_value,
+        append_past_the_limit_is_emsgsize,
+        get_writes_value_and_one_nul_only,
+        get_missing_is_enoent_buffer_untouched,
+        get_and_delete_null_or_bad_pointer_efault,
+        key_at_the_end_of_mapped_memory,
+        get_no_nul_in_512_or_empty_key_einval,
+        get_511_byte_key,
+        value_of_102400_bytes,
+        delete_then_enoent,
+        insert_512_byte_key_and_binary_value,
+        insert_and_partial_update_errnos,
+        partial_update_appends_and_creates,
+        unknown_commands_are_enotty,
+        every_command_on_any_open_fd,
+        purge_removes_everything_arg_ignored,
+        listing_in_key_order_a_few_bytes_at_a_time,
+        listing_cursor_is_per_open_file,
+        stats_extension_counts_match_listing,
+        concurrent_threads,
+        concurrent_processes,
+        round_trips_to_the_daemon_per_ioctl,
+    ]
+}
+
+/// The tests of the `v1.3` profile.
+fn v13_tests() -> Vec<(&'static str, TestFn)> {
+    tests![
+        v13_get_layout,
+        v13_delete_and_errnos,
+        v13_512_byte_key_and_large_value,
+        v13_write_and_insert_unchanged,
+    ]
+}
+
 fn run_suite(ctx: &Ctx, filters: &[String]) {
-    let tests: Vec<(&str, TestFn)> = match ctx.profile {
-        abi::Profile::Readme => vec![
-            (
-                "write_upsert_returns_n_and_get_reads_it",
-                write_upsert_returns_n_and_get_reads_it,
-            ),
-            (
-                "write_is_binary_safe_split_at_first_colon",
-                write_is_binary_safe_split_at_first_colon,
-            ),
-            (
-                "write_echo_style_keeps_the_newline",
-                write_echo_style_keeps_the_newline,
-            ),
-            (
-                "write_append_and_append_creates",
-                write_append_and_append_creates,
-            ),
-            ("write_errnos", write_errnos),
-            (
-                "write_limits_511_key_102399_value",
-                write_limits_511_key_102399_value,
-            ),
-            (
-                "append_past_the_limit_is_emsgsize",
-                append_past_the_limit_is_emsgsize,
-            ),
-            (
-                "get_writes_value_and_one_nul_only",
-                get_writes_value_and_one_nul_only,
-            ),
-            (
-                "get_missing_is_enoent_buffer_untouched",
-                get_missing_is_enoent_buffer_untouched,
-            ),
-            (
-                "get_and_delete_null_or_bad_pointer_efault",
-                get_and_delete_null_or_bad_pointer_efault,
-            ),
-            (
-                "key_at_the_end_of_mapped_memory",
-                key_at_the_end_of_mapped_memory,
-            ),
-            (
-                "get_no_nul_in_512_or_empty_key_einval",
-                get_no_nul_in_512_or_empty_key_einval,
-            ),
-            ("get_511_byte_key", get_511_byte_key),
-            ("value_of_102400_bytes", value_of_102400_bytes),
-            ("delete_then_enoent", delete_then_enoent),
-            (
-                "insert_512_byte_key_and_binary_value",
-                insert_512_byte_key_and_binary_value,
-            ),
-            (
-                "insert_and_partial_update_errnos",
-                insert_and_partial_update_errnos,
-            ),
-            (
-                "partial_update_appends_and_creates",
-                partial_update_appends_and_creates,
-            ),
-            ("unknown_commands_are_enotty", unknown_commands_are_enotty),
-            ("every_command_on_any_open_fd", every_command_on_any_open_fd),
-            (
-                "purge_removes_everything_arg_ignored",
-                purge_removes_everything_arg_ignored,
-            ),
-            (
-                "listing_in_key_order_a_few_bytes_at_a_time",
-                listing_in_key_order_a_few_bytes_at_a_time,
-            ),
-            (
-                "listing_cursor_is_per_open_file",
-                listing_cursor_is_per_open_file,
-            ),
-            (
-                "stats_extension_counts_match_listing",
-                stats_extension_counts_match_listing,
-            ),
-            ("concurrent_threads", concurrent_threads),
-            ("concurrent_processes", concurrent_processes),
-            (
-                "round_trips_to_the_daemon_per_ioctl",
-                round_trips_to_the_daemon_per_ioctl,
-            ),
-        ],
-        abi::Profile::V13 => vec![
-            ("v13_get_layout", v13_get_layout),
-            ("v13_delete_and_errnos", v13_delete_and_errnos),
-            (
-                "v13_512_byte_key_and_large_value",
-                v13_512_byte_key_and_large_value,
-            ),
-            (
-                "v13_write_and_insert_unchanged",
-                v13_write_and_insert_unchanged,
-            ),
-        ],
+    let tests = match ctx.profile {
+        abi::Profile::Readme => readme_tests(),
+        abi::Profile::V13 => v13_tests(),
     };
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
@@ -225,7 +141,7 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
                 let why = e
                     .downcast_ref::<String>()
                     .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| e.downcast_ref::<&str>().map(ToString::to_string))
                     .unwrap_or_default();
                 println!(
                     "HPKV-RESULT FAIL abi:{prefix}{name} {}",
@@ -254,60 +170,50 @@ fn write(f: &File, buf: &[u8]) -> Result<usize, i32> {
     f.write(buf).map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 
-/// `ioctl(fd, cmd, arg)` with a raw argument: the return value, or the errno.
-#[allow(unsafe_code)] // the suite's probes: raw pointers are what it tests
-fn ioctl(f: &File, cmd: u32, arg: *mut c_void) -> Result<i32, i32> {
-    // SAFETY: test code probing the daemon: every caller passes a pointer that is either
-    // valid for the command's layout or deliberately invalid (NULL, PROT_NONE) to check
-    // the errno; the kernel validates every access to the caller's memory.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), cmd as libc::c_ulong, arg) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-    } else {
-        Ok(r)
-    }
-}
-
 fn ioctl_buf(f: &File, cmd: u32, buf: &mut [u8]) -> Result<i32, i32> {
     ioctl(f, cmd, buf.as_mut_ptr().cast())
 }
 
 /// readme GET with a buffer of `cap` bytes prefilled with 0xAA; returns the buffer.
 fn get_readme(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
-    let mut buf = vec![0xAAu8; cap.max(key.len() + 1)];
-    buf[..key.len()].copy_from_slice(key);
-    buf[key.len()] = 0;
+    let mut buf = abi::encode_str_key(key).expect("a string key");
+    let len = cap.max(buf.len());
+    buf.resize(len, 0xAA);
     ioctl_buf(f, abi::CMD_GET, &mut buf).map(|_| buf)
 }
 
 /// The value through readme GET (value then NUL: the value may not contain NUL).
 fn get_str(f: &File, key: &[u8]) -> Result<Vec<u8>, i32> {
     let buf = get_readme(f, key, abi::VALUE_MAX + 2)?;
-    let nul = buf
-        .iter()
-        .position(|&b| b == 0)
-        .expect("a NUL after the value");
-    Ok(buf[..nul].to_vec())
+    Ok(abi::parse_readme_get(&buf)
+        .expect("a NUL after the value")
+        .to_vec())
 }
 
 /// The exact value through the safe GET extension (binary safe).
 fn get_exact(f: &File, key: &[u8]) -> Result<Vec<u8>, i32> {
-    let mut buf = vec![0u8; abi::GET_STRUCT_SIZE + abi::VALUE_MAX];
-    buf[0..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    buf[8..16].copy_from_slice(&(abi::VALUE_MAX as u64).to_le_bytes());
-    let key_at = std::mem::offset_of!(uapi::hpkv_get, key);
-    buf[key_at..key_at + key.len()].copy_from_slice(key);
+    let mut buf = abi::encode_safe_get(key, abi::VALUE_MAX).expect("a key");
     ioctl_buf(f, abi::IOC_GET, &mut buf)?;
-    let len = u64::from_le_bytes(buf[16..24].try_into().unwrap()) as usize;
-    Ok(buf[abi::GET_STRUCT_SIZE..abi::GET_STRUCT_SIZE + len].to_vec())
+    Ok(abi::parse_safe_get(&buf, abi::VALUE_MAX)
+        .expect("a value in its room")
+        .to_vec())
+}
+
+/// `i` modulo 256: the byte patterns of values.
+fn byte(i: usize) -> u8 {
+    u8::try_from(i % 256).expect("below 256")
 }
 
 fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut b = vec![];
-    b.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    b.extend_from_slice(&(value.len() as u64).to_le_bytes());
-    b.extend_from_slice(key);
-    b.extend_from_slice(value);
+    abi::encode_kv(key, value).expect("a key and value within the limits")
+}
+
+/// An INSERT argument for the key "k" and value "v" whose header claims `key_len` and
+/// `value_len` instead: the probes of the daemon's checks.
+fn kv_claiming(key_len: u16, value_len: u64) -> Vec<u8> {
+    let mut b = kv(b"k", b"v");
+    le::set_u16(&mut b, offset_of!(uapi::hpkv_kv, key_len), key_len);
+    le::set_u64(&mut b, offset_of!(uapi::hpkv_kv, value_len), value_len);
     b
 }
 
@@ -316,8 +222,7 @@ fn insert(f: &File, key: &[u8], value: &[u8]) -> Result<i32, i32> {
 }
 
 fn delete_readme(f: &File, key: &[u8]) -> Result<i32, i32> {
-    let mut k = key.to_vec();
-    k.push(0);
+    let mut k = abi::encode_str_key(key).expect("a string key");
     ioctl_buf(f, abi::CMD_DELETE, &mut k)
 }
 
@@ -353,51 +258,6 @@ const EMSGSIZE: i32 = libc::EMSGSIZE;
 const ENOENT: i32 = libc::ENOENT;
 const EFAULT: i32 = libc::EFAULT;
 const ENOTTY: i32 = libc::ENOTTY;
-
-/// Two pages, the second PROT_NONE: the first page's last bytes end mapped memory.
-struct Guarded {
-    base: *mut u8,
-}
-
-#[allow(unsafe_code)] // our own two pages, one of them PROT_NONE
-impl Guarded {
-    fn new() -> Guarded {
-        // SAFETY: plain anonymous mapping and protection change of our own pages.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                8192,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
-            assert_eq!(
-                libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE),
-                0
-            );
-            Guarded { base: p.cast() }
-        }
-    }
-    /// The last `n` bytes of the readable page.
-    fn tail(&mut self, n: usize) -> &mut [u8] {
-        // SAFETY: the first page is ours and readable/writable; n <= 4096.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(4096 - n), n) }
-    }
-    fn unmapped(&self) -> *mut c_void {
-        // SAFETY: pointer arithmetic within our mapping (pointing at the PROT_NONE page).
-        unsafe { self.base.add(4096).cast() }
-    }
-}
-
-#[allow(unsafe_code)] // our own mapping
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.base.cast(), 8192) };
-    }
-}
 
 // ------------------------------------------------------------------------ readme profile
 
@@ -626,7 +486,7 @@ fn get_511_byte_key(ctx: &Ctx) {
 
 fn value_of_102400_bytes(ctx: &Ctx) {
     let f = open(ctx);
-    let value: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'a' + (i % 26) as u8).collect();
+    let value: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'a' + byte(i % 26)).collect();
     assert_eq!(insert(&f, b"t9-big", &value), Ok(0));
     let buf = get_readme(&f, b"t9-big", abi::VALUE_MAX + 16).unwrap();
     assert_eq!(&buf[..abi::VALUE_MAX], &value[..]);
@@ -645,7 +505,7 @@ fn delete_then_enoent(ctx: &Ctx) {
 
 fn insert_512_byte_key_and_binary_value(ctx: &Ctx) {
     let f = open(ctx);
-    let key: Vec<u8> = (0..512).map(|i| (i % 251) as u8 + 1).collect();
+    let key: Vec<u8> = (0..512).map(|i| byte(i % 251) + 1).collect();
     let value = b"\0bin\0ary:\n".to_vec();
     assert_eq!(insert(&f, &key, &value), Ok(0));
     assert_eq!(get_exact(&f, &key), Ok(value));
@@ -661,28 +521,16 @@ fn insert_512_byte_key_and_binary_value(ctx: &Ctx) {
 fn insert_and_partial_update_errnos(ctx: &Ctx) {
     let f = open(ctx);
     for cmd in [abi::CMD_INSERT, abi::CMD_PARTIAL_UPDATE] {
-        assert_eq!(
-            ioctl_buf(&f, cmd, &mut kv(b"", b"v")),
-            Err(EINVAL),
-            "key_len 0"
-        );
-        assert_eq!(
-            ioctl_buf(&f, cmd, &mut kv(&[b'k'; 513], b"v")),
-            Err(EINVAL),
-            "key_len 513"
-        );
-        assert_eq!(
-            ioctl_buf(&f, cmd, &mut kv(b"k", b"")),
-            Err(EINVAL),
-            "value_len 0"
-        );
-        let mut big = kv(b"k", b"v");
-        big[2..10].copy_from_slice(&(abi::VALUE_MAX as u64 + 1).to_le_bytes());
-        assert_eq!(
-            ioctl_buf(&f, cmd, &mut big),
-            Err(EINVAL),
-            "value_len 102401"
-        );
+        for (key_len, value_len, what) in [
+            (0, 1, "key_len 0"),
+            (513, 1, "key_len 513"),
+            (1, 0, "value_len 0"),
+            (1, abi::VALUE_MAX as u64 + 1, "value_len 102401"),
+        ] {
+            let mut buf = kv_claiming(key_len, value_len);
+            buf.resize(4096, b'x');
+            assert_eq!(ioctl_buf(&f, cmd, &mut buf), Err(EINVAL), "{what}");
+        }
     }
 }
 
@@ -866,7 +714,7 @@ fn round_trips_to_the_daemon_per_ioctl(ctx: &Ctx) {
     const PAGE: usize = 4096;
     let f = open(ctx);
     purge(&f);
-    let big: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'0' + (i % 10) as u8).collect();
+    let big: Vec<u8> = (0..abi::VALUE_MAX).map(|i| b'0' + byte(i % 10)).collect();
     let mut mem = vec![0u8; PAGE + abi::RANGE_STRUCT_SIZE + abi::RANGE_CAPACITY_MAX];
     let at = mem.as_ptr().align_offset(PAGE);
     let page = &mut mem[at..];
@@ -888,13 +736,13 @@ fn round_trips_to_the_daemon_per_ioctl(ctx: &Ctx) {
         page[key.len()] = 0;
     };
     check("INSERT, small", 2, &mut |p| {
-        put(p, abi::CMD_INSERT, b"rt", b"v")
+        put(p, abi::CMD_INSERT, b"rt", b"v");
     });
     check("PARTIAL_UPDATE, small", 2, &mut |p| {
-        put(p, abi::CMD_PARTIAL_UPDATE, b"rt", b"w")
+        put(p, abi::CMD_PARTIAL_UPDATE, b"rt", b"w");
     });
     check("INSERT, 102400-byte value", 3, &mut |p| {
-        put(p, abi::CMD_INSERT, b"rt-big", &big)
+        put(p, abi::CMD_INSERT, b"rt-big", &big);
     });
     check("GET, small", 2, &mut |p| {
         key_in(p, b"rt");
@@ -911,22 +759,22 @@ fn round_trips_to_the_daemon_per_ioctl(ctx: &Ctx) {
         assert_eq!(&p[..abi::VALUE_MAX], &big[..]);
     });
     check("HPKV_IOC_GET, 102400-byte value", 2, &mut |p| {
-        p[..abi::GET_STRUCT_SIZE].fill(0);
-        p[0..2].copy_from_slice(&6u16.to_le_bytes());
-        p[8..16].copy_from_slice(&(abi::VALUE_MAX as u64).to_le_bytes());
-        let key_at = std::mem::offset_of!(uapi::hpkv_get, key);
-        p[key_at..key_at + 6].copy_from_slice(b"rt-big");
+        let get = abi::encode_safe_get(b"rt-big", abi::VALUE_MAX).unwrap();
+        p[..get.len()].copy_from_slice(&get);
         assert_eq!(ioctl_buf(&f, abi::IOC_GET, p), Ok(0));
-        let value = &p[abi::GET_STRUCT_SIZE..abi::GET_STRUCT_SIZE + abi::VALUE_MAX];
+        let value = abi::parse_safe_get(&p[..get.len()], abi::VALUE_MAX).unwrap();
         assert_eq!(value, &big[..]);
     });
     check("HPKV_IOC_RANGE", 2, &mut |p| {
-        p[..abi::RANGE_STRUCT_SIZE].fill(0);
-        let capacity = std::mem::offset_of!(uapi::hpkv_range, capacity);
-        p[capacity..capacity + 8].copy_from_slice(&(abi::RANGE_CAPACITY_MAX as u64).to_le_bytes());
+        let query = RangeQuery {
+            capacity: abi::RANGE_CAPACITY_MAX,
+            ..RangeQuery::default()
+        };
+        let range = abi::encode_range(&query).unwrap();
+        p[..range.len()].copy_from_slice(&range);
         assert_eq!(ioctl_buf(&f, abi::IOC_RANGE, p), Ok(0));
-        let count = std::mem::offset_of!(uapi::hpkv_range, count);
-        assert_eq!(p[count..count + 4], 2u32.to_le_bytes());
+        let page = abi::parse_range(&p[..range.len()], abi::RANGE_CAPACITY_MAX).unwrap();
+        assert_eq!(page.records.len(), 2);
     });
     check("HPKV_IOC_STATS", 2, &mut |p| {
         assert_eq!(ioctl_buf(&f, abi::IOC_STATS, p), Ok(0));
@@ -1037,23 +885,25 @@ fn worker(ctx: &Ctx, prefix: &str, count: usize) {
 
 // ------------------------------------------------------------------------ v1.3 profile
 
+/// A v1.3 key in a buffer of `cap` bytes (0xAA after the key).
 fn v13_key(key: &[u8], cap: usize) -> Vec<u8> {
-    let mut b = vec![0xAAu8; cap.max(2 + key.len())];
-    b[..2].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    b[2..2 + key.len()].copy_from_slice(key);
+    let mut b = abi::encode_v13_key(key).expect("a key");
+    let len = cap.max(b.len());
+    b.resize(len, 0xAA);
     b
 }
 
 fn v13_get(f: &File, key: &[u8], cap: usize) -> Result<Vec<u8>, i32> {
     let mut b = v13_key(key, cap);
     ioctl_buf(f, abi::CMD_GET, &mut b)?;
-    let len = u64::from_le_bytes(b[2..10].try_into().unwrap()) as usize;
+    let value = abi::parse_v13_get(&b).expect("a v1.3 reply");
+    let after = abi::V13_VALUE_OFFSET + value.len();
     assert_eq!(
-        b.get(10 + len).copied().unwrap_or(0xAA),
+        b.get(after).copied().unwrap_or(0xAA),
         0xAA,
         "no NUL after a v1.3 value"
     );
-    Ok(b[10..10 + len].to_vec())
+    Ok(value.to_vec())
 }
 
 fn v13_get_layout(ctx: &Ctx) {
@@ -1078,14 +928,15 @@ fn v13_delete_and_errnos(ctx: &Ctx) {
         ioctl_buf(&f, abi::CMD_DELETE, &mut v13_key(b"v13-d", 16)),
         Err(ENOENT)
     );
-    let mut zero = v13_key(b"", 16);
+    let mut zero = v13_key(b"k", 16);
+    le::set_u16(&mut zero, offset_of!(uapi::hpkv_v13_key, key_len), 0);
     assert_eq!(
         ioctl_buf(&f, abi::CMD_GET, &mut zero),
         Err(EINVAL),
         "key_len 0"
     );
     let mut big = vec![0u8; 1024];
-    big[..2].copy_from_slice(&513u16.to_le_bytes());
+    le::set_u16(&mut big, offset_of!(uapi::hpkv_v13_key, key_len), 513);
     assert_eq!(
         ioctl_buf(&f, abi::CMD_GET, &mut big),
         Err(EINVAL),
@@ -1098,7 +949,7 @@ fn v13_delete_and_errnos(ctx: &Ctx) {
 fn v13_512_byte_key_and_large_value(ctx: &Ctx) {
     let f = open(ctx);
     let key = vec![b'q'; 512];
-    let value: Vec<u8> = (0..abi::VALUE_MAX).map(|i| (i % 256) as u8).collect();
+    let value: Vec<u8> = (0..abi::VALUE_MAX).map(byte).collect();
     assert_eq!(insert(&f, &key, &value), Ok(0));
     assert_eq!(v13_get(&f, &key, 10 + abi::VALUE_MAX + 8), Ok(value));
 }

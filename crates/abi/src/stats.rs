@@ -1,0 +1,158 @@
+//! `struct hpkv_stats`: the reply of `HPKV_IOC_STATS`, built by the daemon and parsed by
+//! clients with the same code.
+
+use std::mem::offset_of;
+
+use crate::le::{set_u64, u64_at};
+use crate::{uapi, STATS_COUNTERS_SIZE, STATS_STRUCT_SIZE};
+
+/// Defines [`StatsRecord`] and its codec from one list of the counters of `struct
+/// hpkv_stats` (all but `reserved`), in the header's order.
+macro_rules! stats_record {
+    ($($(#[doc = $doc:literal])* $field:ident,)*) => {
+        /// The numbers of `struct hpkv_stats`: what the engine reports, plus what the device
+        /// layer knows (the profile it serves, the ioctl rounds it answered). Counters count
+        /// since hpkvd started; sizes are current.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct StatsRecord {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl StatsRecord {
+            /// `struct hpkv_stats` as bytes (the daemon's side); `reserved` is zeros.
+            pub fn encode(&self) -> Vec<u8> {
+                let mut b = vec![0u8; STATS_STRUCT_SIZE];
+                $(set_u64(&mut b, offset_of!(uapi::hpkv_stats, $field), self.$field);)*
+                b
+            }
+
+            /// The record in `b` (the client's side), or `None` when `b` is shorter than
+            /// `struct hpkv_stats`.
+            pub fn decode(b: &[u8]) -> Option<StatsRecord> {
+                if b.len() < STATS_STRUCT_SIZE {
+                    return None;
+                }
+                Some(StatsRecord {
+                    $($field: u64_at(b, offset_of!(uapi::hpkv_stats, $field)),)*
+                })
+            }
+
+            /// Every counter with its name (the field's name in `struct hpkv_stats`), in
+            /// the header's order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field),)*]
+            }
+        }
+    };
+}
+
+stats_record! {
+    /// "Total records": live keys.
+    records,
+    /// "Total disk usage": the sum of the live values' lengths.
+    disk_usage_bytes,
+    /// "Device size": the store's device.
+    device_size_bytes,
+    /// Space in free segments.
+    free_bytes,
+    /// Space held by the log: live records and garbage.
+    log_bytes,
+    /// On-disk bytes of live records and the tombstones still needed.
+    live_bytes,
+    /// The size of one segment.
+    segment_size_bytes,
+    /// Segments on the device.
+    segments_total,
+    /// Segments free for writing.
+    segments_free,
+    /// The value cache's size; 0: the cache is off.
+    cache_capacity_bytes,
+    /// Bytes the value cache holds.
+    cache_used_bytes,
+    /// Reads answered from the value cache.
+    cache_hits,
+    /// Reads that went to the device.
+    cache_misses,
+    /// GETs (all three kinds) answered.
+    gets,
+    /// Inserts and overwrites.
+    puts,
+    /// Appends.
+    appends,
+    /// Deletes of a key that was there.
+    deletes,
+    /// PURGEs.
+    purges,
+    /// Write requests to the block device.
+    device_writes,
+    /// Device cache flushes (a group commit is one flush).
+    device_flushes,
+    /// Segments compacted.
+    compactions,
+    /// Bytes of live records compaction copied.
+    compaction_bytes_moved,
+    /// Bytes compaction gave back.
+    compaction_bytes_reclaimed,
+    /// Time since hpkvd opened the store.
+    uptime_ms,
+    /// The daemon's profile: [`crate::ABI_README`] or [`crate::ABI_V13`].
+    abi_profile,
+    /// Memory held by the index.
+    index_heap_bytes,
+    /// 1 after a device error stopped writes (restart hpkvd).
+    read_only,
+    /// ioctl requests the daemon received, every round of the retry protocol counted.
+    ioctl_requests,
+    /// Of those, the ones answered with a retry.
+    ioctl_retries,
+}
+
+impl StatsRecord {
+    /// The module's `/proc/hpkv_stats`, exactly three lines.
+    pub fn proc_text(&self) -> String {
+        format!(
+            "Total records: {}\nTotal disk usage: {} bytes\nDevice size: {} bytes\n",
+            self.records, self.disk_usage_bytes, self.device_size_bytes
+        )
+    }
+}
+
+const _: () = assert!(
+    STATS_COUNTERS_SIZE == size_of::<StatsRecord>(),
+    "every counter"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_round_trip_and_proc_text() {
+        let s = StatsRecord {
+            records: 3,
+            disk_usage_bytes: 18,
+            device_size_bytes: 1 << 30,
+            uptime_ms: 9,
+            ..Default::default()
+        };
+        assert_eq!(StatsRecord::decode(&s.encode()), Some(s.clone()));
+        assert_eq!(
+            s.proc_text(),
+            "Total records: 3\nTotal disk usage: 18 bytes\nDevice size: 1073741824 bytes\n"
+        );
+        assert_eq!(StatsRecord::decode(&[0; STATS_STRUCT_SIZE - 1]), None);
+    }
+
+    #[test]
+    fn stats_fields_cover_every_counter_of_the_header() {
+        // A counter missing from the list would come back as zeros here.
+        let ones = vec![0xffu8; STATS_STRUCT_SIZE];
+        let enc = StatsRecord::decode(&ones).unwrap().encode();
+        assert!(enc[..STATS_COUNTERS_SIZE].iter().all(|&b| b == 0xff));
+        assert!(enc[STATS_COUNTERS_SIZE..].iter().all(|&b| b == 0));
+        assert_eq!(
+            StatsRecord::default().fields().len() * 8,
+            STATS_COUNTERS_SIZE
+        );
+    }
+}
