@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/run-all.sh — every test of hpkv, from a fresh machine (the README's test command; .ci/run).
 #
-#   1. host packages (Debian's registry), formatting and lints;
+#   1. host packages (Debian's registry), formatting, lints (clippy pedantic on every crate, the
+#      bench and the VM suites; tests/lint-policy.sh), the docs (cargo doc, warnings denied), and
+#      the fuzz targets built;
 #   2. cargo test: unit tests, model-based property tests, crash tests over thousands of crash
 #      points, the engine on a real loop device (root), the hpkvd command line;
 #   3. the fuzz targets, a bounded time each (fuzz/run.sh);
@@ -21,11 +23,20 @@ step "host packages"
 . tests/vm/common.sh
 hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
 
-step "cargo fmt --check, cargo clippy -D warnings"
+step "cargo fmt --check, cargo clippy -D warnings, lint policy"
 cargo fmt --all -- --check
+# Every member, the bench included, and every target.
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The VM suites (test = false, so --all-targets leaves them out).
 cargo clippy --quiet --test device_suite --test client_suite -- -D warnings
+tests/lint-policy.sh
+
+step "cargo doc, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+step "fuzz targets build (cargo check)"
+# fuzz/ is its own workspace; cargo fuzz needs nightly flags, so RUSTC_BOOTSTRAP=1.
+(cd fuzz && RUSTC_BOOTSTRAP=1 cargo check --bins --quiet)
 
 step "cargo test (unit, property, crash, loop device)"
 cargo test --quiet 2>&1 | grep -v '^$'

@@ -17,6 +17,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 extern "C" fn on_signal(_: libc::c_int) {
     if INTERRUPTED.swap(true, Ordering::SeqCst) {
         // A second signal: give up on a clean exit (loop devices may be left behind).
+        // SAFETY: _exit is async-signal-safe and has no preconditions.
         unsafe { libc::_exit(130) };
     }
 }
@@ -45,6 +46,7 @@ pub fn check_interrupted() -> Res<()> {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
