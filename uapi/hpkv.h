@@ -11,7 +11,7 @@
  *
  *  - The HPKV kernel module's commands 0..5: plain integers, NOT _IOC-encoded.
  *    Their argument layout depends on the profile the daemon serves
- *    (hpkvd --abi readme|v1.3); see ABI.md and README.md.
+ *    (hpkvd --abi readme|v1.3); see docs/ABI.md and README.md.
  *  - hpkv's extensions: _IOC-encoded with type 'H', each with a flat,
  *    fixed-layout struct (no pointers), so that each costs the fewest CUSE
  *    round trips. Variable-length output follows the struct directly in the

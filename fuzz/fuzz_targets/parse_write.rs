@@ -1,5 +1,5 @@
 //! `abi::parse_write` on any buffer: no panic; on success the key and value are the parts
-//! of the buffer around its first colon, within the limits of ABI.md.
+//! of the buffer around its first colon, within the limits of docs/ABI.md.
 #![no_main]
 
 use hpkv_abi::{self as abi, parse_write, WriteRequest};
