@@ -7,8 +7,9 @@
 #   2. cargo test: unit tests, model-based property tests, crash tests over thousands of crash
 #      points, the engine on a real loop device (root), the hpkvd command line;
 #   3. the fuzz targets, a bounded time each (fuzz/run.sh);
-#   4. the VM suite: the real /dev/hpkv through CUSE in a VM (tests/vm/suite/run.sh). Its closing
-#      line, "N passed, M failed", is the last line printed.
+#   4. the VM suite: the real /dev/hpkv through CUSE in a VM (tests/vm/suite/run.sh);
+#   5. the short torture suite in the VM (tests/vm/torture/run.sh: kill -9, power-offs, ...).
+#      The last line printed, "N passed, M failed", sums 4 and 5.
 # Options: --quick skips the fuzzing; HPKV_FUZZ_SECONDS (default 20) sets the time per fuzz target.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -48,5 +49,28 @@ if [ "$quick" = 0 ] && [ -x fuzz/run.sh ]; then
     fuzz/run.sh "${HPKV_FUZZ_SECONDS:-20}"
 fi
 
+# The two VM parts each end with "N passed, M failed"; the last line sums them.
+vm_pass=0 vm_fail=0 vm_rc=0
+vm_part() {
+    local out rc=0 last
+    out=$(mktemp)
+    "$@" | tee "$out" || rc=$?
+    last=$(tail -n 1 "$out")
+    rm -f "$out"
+    if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        vm_pass=$((vm_pass + BASH_REMATCH[1]))
+        vm_fail=$((vm_fail + BASH_REMATCH[2]))
+    else
+        vm_fail=$((vm_fail + 1))
+    fi
+    [ "$rc" = 0 ] || vm_rc=$rc
+}
+
 step "VM suite: /dev/hpkv through CUSE"
-tests/vm/suite/run.sh
+vm_part tests/vm/suite/run.sh
+
+step "VM torture, short: kill -9, power-offs (tests/vm/torture/run.sh)"
+vm_part tests/vm/torture/run.sh
+
+echo "$vm_pass passed, $vm_fail failed"
+[ "$vm_rc" = 0 ] && [ "$vm_fail" = 0 ]

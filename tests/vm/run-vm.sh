@@ -11,6 +11,7 @@
 #                        fresh scratch disk, deleted afterwards.
 #   --disk-size SIZE     size when creating IMG (truncate syntax; default 256M)
 #   --fresh-disk         recreate IMG even if it exists
+#   --disk-cache MODE    qemu's cache mode for IMG (none, directsync, writeback, ...; default: qemu's)
 #   --timeout SECONDS    kill the VM after that long (default 600); counts as a failure
 #   --log FILE           console log (default <repo>/target/vm/<name>.log)
 #   --name NAME          names the run in the log file name (default: basename of DIR)
@@ -23,6 +24,13 @@
 #   --qemu-arg ARG       extra qemu argument (repeatable)
 #   --mem MB / --smp N   guest memory (default 1024) and CPUs (default 2)
 #   --verbose            stream the console to stderr while the VM runs
+#   --power-off-after-ms MS  a power-off from the host: MS milliseconds after the guest prints a
+#                        line starting "HPKV-VM power-off", qemu is killed (SIGKILL)
+#
+# Power-offs: a guest that prints a line starting "HPKV-VM power-off" announces that it will be
+# powered off (by itself, e.g. sysrq b, which ends qemu through -no-reboot, or by the host with
+# --power-off-after-ms). After that line, a missing "guest-main exit" line and qemu's death by
+# that SIGKILL are expected, not failures.
 #
 # Result protocol: the guest prints "HPKV-RESULT PASS <name>" / "HPKV-RESULT FAIL <name> <reason>" lines
 # (helpers: /lib/hpkv-vm/hpkv-test.sh in the guest). After the VM exits this prints every FAIL line
@@ -42,7 +50,7 @@ trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 # --- arguments -------------------------------------------------------------------------------------
-payload="" disk="" disk_size=256M fresh_disk=0 timeout_s=600 boot_deadline_s=${HPKV_VM_BOOT_DEADLINE:-240} log="" name="" verbose=0 mem=1024 smp=2
+payload="" disk="" disk_size=256M fresh_disk=0 disk_cache="" power_off_ms="" timeout_s=600 boot_deadline_s=${HPKV_VM_BOOT_DEADLINE:-240} log="" name="" verbose=0 mem=1024 smp=2
 append=() rules=() extra_modules=() host_files=() qemu_args=()
 need_arg() { [ "$#" -ge 2 ] || hpkv_die "$1 needs an argument (see --help)"; }
 while [ "$#" -gt 0 ]; do
@@ -51,6 +59,8 @@ while [ "$#" -gt 0 ]; do
         --disk) need_arg "$@"; disk=$2; shift ;;
         --disk-size) need_arg "$@"; disk_size=$2; shift ;;
         --fresh-disk) fresh_disk=1 ;;
+        --disk-cache) need_arg "$@"; disk_cache=$2; shift ;;
+        --power-off-after-ms) need_arg "$@"; power_off_ms=$2; shift ;;
         --timeout) need_arg "$@"; timeout_s=$2; shift ;;
         --log) need_arg "$@"; log=$2; shift ;;
         --name) need_arg "$@"; name=$2; shift ;;
@@ -74,6 +84,9 @@ if ! [ -f "$payload/guest-main" ] || ! [ -x "$payload/guest-main" ]; then
 fi
 if ! [[ $timeout_s =~ ^[1-9][0-9]*$ ]]; then
     hpkv_die "--timeout needs a positive number of seconds"
+fi
+if [ -n "$power_off_ms" ] && ! [[ $power_off_ms =~ ^[0-9]+$ ]]; then
+    hpkv_die "--power-off-after-ms needs a number of milliseconds"
 fi
 payload=$(cd "$payload" && pwd -P)
 name=${name:-$(basename "$payload")}
@@ -105,7 +118,7 @@ for d in "${TMPDIR:-/tmp}"/hpkv-vm.*; do
 done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hpkv-vm.XXXXXX")
 echo "$$" >"$tmp/owner.pid"
-vm_pid="" tail_pid="" qemu_pidfile=""
+vm_pid="" tail_pid="" qemu_pidfile="" watch_pid=""
 cleanup() {
     # Never leave qemu behind: stop timeout(1) (which forwards TERM to qemu), then kill hard.
     if [ -n "$vm_pid" ] && kill -0 "$vm_pid" 2>/dev/null; then
@@ -118,6 +131,7 @@ cleanup() {
         [ -n "$qemu_pidfile" ] && [ -s "$qemu_pidfile" ] && kill -KILL "$(cat "$qemu_pidfile")" 2>/dev/null
     fi
     [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null
+    [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -333,7 +347,7 @@ cmdline+="${append[*]+ ${append[*]}}"
 qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp"
       -nodefaults -no-user-config -display none -monitor none -serial stdio -no-reboot
       -kernel "$kit/vmlinuz" -initrd "$tmp/initrd.img" -append "$cmdline"
-      -drive "file=${disk//,/,,},format=raw,if=virtio" -pidfile "$qemu_pidfile"
+      -drive "file=${disk//,/,,},format=raw,if=virtio${disk_cache:+,cache=$disk_cache}" -pidfile "$qemu_pidfile"
       "${qemu_args[@]+"${qemu_args[@]}"}")
 command -v qemu-system-x86_64 >/dev/null || hpkv_die "qemu-system-x86_64 not found"
 # timeout(1) bounds the run; with setpriv, qemu (and timeout) also die if their parent dies.
@@ -377,11 +391,29 @@ if [ "$verbose" = 1 ]; then
     tail -n +1 -f --pid="$vm_pid" "$log" >&2 &
     tail_pid=$!
 fi
+# A power-off from the host: once the guest announces it, wait, then kill qemu as a power cut would.
+if [ -n "$power_off_ms" ]; then
+    (
+        while kill -0 "$vm_pid" 2>/dev/null; do
+            if grep -aq '^HPKV-VM power-off' "$log"; then
+                sleep "$(awk -v ms="$power_off_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+                if [ -s "$qemu_pidfile" ] && kill -KILL "$(cat "$qemu_pidfile")" 2>/dev/null; then
+                    echo "$power_off_ms" >"$tmp/powered-off"
+                fi
+                exit 0
+            fi
+            sleep 0.05
+        done
+    ) &
+    watch_pid=$!
+fi
 vm_rc=0
-wait "$vm_pid" || vm_rc=$?
+# (Braces and the redirection keep bash from reporting a qemu killed on purpose as "Killed".)
+{ wait "$vm_pid" || vm_rc=$?; } 2>/dev/null
 vm_pid=""
 t_end=$(now)
 if [ -n "$tail_pid" ]; then wait "$tail_pid" 2>/dev/null || true; tail_pid=""; fi
+if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; watch_pid=""; fi
 
 # --- results ---------------------------------------------------------------------------------------
 console=$tmp/console.txt
@@ -390,7 +422,15 @@ fails=$tmp/fails.txt
 grep -a '^HPKV-RESULT FAIL ' "$console" >"$fails" || true
 npass=$(grep -a -c '^HPKV-RESULT PASS ' "$console" || true)
 exit_line=$(grep -a '^HPKV-VM guest-main exit=' "$console" | tail -n 1 || true)
-if [ "$vm_rc" = 124 ] || [ "$vm_rc" = 137 ]; then
+power_off_line=$(grep -a '^HPKV-VM power-off' "$console" | tail -n 1 || true)
+if [ -n "$power_off_line" ] && [ -z "$exit_line" ] && { [ "$vm_rc" = 0 ] || [ -f "$tmp/powered-off" ]; }; then
+    # Announced, and it happened: the guest rebooted itself (qemu exits 0), or the host killed qemu.
+    if [ -f "$tmp/powered-off" ]; then
+        echo "HPKV-VM powered off by the host $(cat "$tmp/powered-off") ms after the guest's announcement"
+    else
+        echo "HPKV-VM powered off by the guest"
+    fi
+elif [ "$vm_rc" = 124 ] || [ "$vm_rc" = 137 ]; then
     echo "HPKV-RESULT FAIL vm:timeout the VM ran longer than ${timeout_s}s and was killed" >>"$fails"
 elif [ "$vm_rc" != 0 ]; then
     echo "HPKV-RESULT FAIL vm:qemu qemu exited with status $vm_rc: $(grep -a 'qemu-system' "$console" | head -n 1)" >>"$fails"
