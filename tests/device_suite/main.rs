@@ -3,7 +3,8 @@
 //! copies it in). It is not run by a plain `cargo test` (`test = false` in Cargo.toml):
 //! the host has no CUSE.
 //!
-//! Usage: `device_suite [--device PATH] [--profile readme|v1.3] [FILTER...]`
+//! Usage: `device_suite [--device PATH] [--profile readme|v1.3] [FILTER...]` (a FILTER picks
+//!        the tests whose name contains it; `!FILTER` leaves them out)
 //!        `device_suite writer --device PATH --log FILE --count N` (kill -9 test: writes
 //!         records one by one, logging each key once acknowledged)
 //!        `device_suite verify-log --device PATH --log FILE` (checks every logged key)
@@ -122,8 +123,14 @@ fn run_suite(ctx: &Ctx, filters: &[String]) {
         abi::Profile::V13 => v13_tests(),
     };
     let (mut passed, mut failed) = (0, 0);
+    // "!X" leaves out the tests whose name contains X; other filters pick the tests to run.
+    let (excluded, included): (Vec<&String>, Vec<&String>) =
+        filters.iter().partition(|f| f.starts_with('!'));
     for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        if !included.is_empty() && !included.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        if excluded.iter().any(|f| name.contains(&f[1..])) {
             continue;
         }
         let prefix = if ctx.profile == abi::Profile::V13 {

@@ -5,8 +5,9 @@
 # Usage: tests/vm/suite/run.sh [--verbose] [--one-boot]
 # Builds hpkvd, hpkvctl and the test programs (release), compiles the C examples with the host's gcc,
 # then boots the VM twice on one disk (target/vm/suite-disk.img):
-#   boot 1: udev rule, the seed README example, the ABI suite (tests/device_suite.rs), extensions,
-#           restart, kill -9, refusals, the v1.3 profile;
+#   boot 1: udev rule, the seed README example, the ABI suite (tests/device_suite.rs), the same
+#           under LD_PRELOAD=libhpkv_preload.so, the C library, extensions, restart, kill -9,
+#           refusals, the v1.3 profile (also under the preload library);
 #   boot 2: everything acknowledged in boot 1 is still there.
 # Prints "N passed, M failed" (both boots) as its last line; exit status 0 iff M == 0.
 set -euo pipefail
@@ -36,9 +37,11 @@ payload=$out/suite-payload
 rm -rf "$payload"
 mkdir -p "$payload"
 
-hpkv_log "building hpkvd, hpkvctl and the test programs (release)"
+hpkv_log "building hpkvd, hpkvctl, the C and preload libraries and the test programs (release)"
 cargo build --release --bins --quiet
-cp target/release/hpkvd target/release/hpkvctl "$payload/"
+cargo build --release --quiet -p hpkv-capi -p hpkv-preload
+cp target/release/hpkvd target/release/hpkvctl target/release/libhpkv.so \
+    target/release/libhpkv_preload.so "$payload/"
 # Test targets: the executables cargo reports, copied under their target names.
 cargo test --release --no-run --quiet --test device_suite --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
@@ -62,8 +65,13 @@ for src in examples/*.c; do
     name=$(basename "$src" .c)
     [ "$name" = readme_example ] && continue
     # "ex-": busybox's shell prefers its own applets (sync!) to $PATH.
-    gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/ex-$name" "$src"
+    libs=()
+    # The C library's example links libhpkv.so, found next to it ($ORIGIN) in the guest.
+    [ "$name" = view_get ] && libs=(-L"$payload" -lhpkv -Wl,-rpath,'$ORIGIN')
+    gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/ex-$name" "$src" "${libs[@]}"
 done
+# The preload library's probe (crates/preload/tests/probe.c): the same GETs with and without it.
+gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/preload-probe" crates/preload/tests/probe.c
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 
 total_pass=0 total_fail=0
