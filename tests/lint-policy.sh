@@ -21,6 +21,8 @@ unsafe_allowed=(
     crates/client/src/ffi.rs      # the client's ioctls
     crates/engine/src/sys.rs      # the engine's block-device ioctls and O_DIRECT buffers
     crates/view/src/shm.rs        # the shared-memory view's mapping (issue 7)
+    crates/capi/src/ffi.rs        # libhpkv's C functions and its one ioctl (issue 7)
+    crates/preload/src/ffi.rs     # libhpkv_preload.so's interposed C functions (issue 7)
     bench/src/system.rs           # the benchmark's system probes
     tests/device_suite/ffi.rs     # the ABI suite's raw ioctls with odd pointers
     crates/torture/src/ffi.rs     # the torture suite's raw calls with odd pointers, device-mapper ioctls

@@ -189,18 +189,18 @@ fn safe_get(
     mem.read(SAFE_KEY_AT, &mut key[..key_len]);
     match view.get(&key[..key_len], scratch) {
         Lookup::Hit { .. } => {
-            let (result, len, with_value) = abi::safe_get_reply(capacity, scratch.len());
-            if with_value && SAFE_VALUE_AT + scratch.len() > mem.span() {
+            let reply = abi::safe_get_reply(capacity, scratch.len());
+            if reply.with_value && SAFE_VALUE_AT + scratch.len() > mem.span() {
                 return Answer::Forward;
             }
-            mem.write(SAFE_LEN_AT, &len);
-            if with_value {
+            mem.write(SAFE_LEN_AT, &reply.value_len);
+            if reply.with_value {
                 mem.write(SAFE_VALUE_AT, scratch);
             }
-            if result == 0 {
+            if reply.result == 0 {
                 Answer::Done
             } else {
-                Answer::Fail(-result)
+                Answer::Fail(-reply.result)
             }
         }
         Lookup::Miss => Answer::Fail(libc::ENOENT),
