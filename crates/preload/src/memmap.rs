@@ -8,7 +8,7 @@
 //!
 //! The answer comes from a copy of the process's read-write mappings (`/proc/self/maps`,
 //! adjacent ones merged), kept in a static table under a seqlock. It is refreshed when an
-//! address is not in it (a new mapping; at most once per [`UNKNOWN_REFRESH_INTERVAL`]), and
+//! address is not in it (a new mapping; at most once per [`UNKNOWN_REFRESH_INTERVAL_NS`]), and
 //! dropped whole whenever the program changes its mappings through the C library:
 //! `munmap`, `mremap`, `mprotect` without read and write, `pkey_mprotect`, a `MAP_FIXED`
 //! `mmap`, `shmdt` and `dlclose` call [`invalidate`] before they act. Mappings that the C
