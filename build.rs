@@ -1,4 +1,5 @@
-//! Binds libfuse3's CUSE low-level API (`cuse_lowlevel.h`) with bindgen into `cuse_sys.rs`,
+//! The build information of `hpkvd --version` (`hpkv_build_info`), and binds libfuse3's CUSE
+//! low-level API (`cuse_lowlevel.h`) with bindgen into `cuse_sys.rs`,
 //! linked through pkg-config. (`uapi/hpkv.h` is bound once and committed in `crates/abi`, so
 //! that clients build without a C toolchain; `tests/uapi_header.rs` checks that copy.)
 
@@ -6,6 +7,8 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
+    // HPKV_GIT_COMMIT and HPKV_BUILD_PROFILE, for `hpkvd --version` and STATS.
+    hpkv_build_info::emit();
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     let fuse = pkg_config::Config::new()

@@ -12,10 +12,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use slab::Slab;
 
-use hpkv_abi::{self as abi, Command, Decoded, Profile, RangeBuilder, StatsRecord, WriteRequest};
+use hpkv_abi::{
+    self as abi, Command, Decoded, InfoRecord, Profile, RangeBuilder, StatsRecord, WriteRequest,
+};
 use hpkv_engine::{Engine, Error, WriteOp};
 
 use crate::cuse::{CallerArea, Handler, IoctlRequest, Reply};
+use crate::monitor;
 
 // The ABI's limits and the engine's are one set: every key and value the device accepts can
 // be stored, and every stored one can be answered.
@@ -33,6 +36,8 @@ pub struct HpkvDevice {
     ioctl_requests: AtomicU64,
     /// Of those, the ones answered with a retry.
     ioctl_retries: AtomicU64,
+    /// Who serves the device (`HPKV_IOC_INFO`).
+    info: InfoRecord,
 }
 
 impl HpkvDevice {
@@ -43,7 +48,14 @@ impl HpkvDevice {
             files: Mutex::new(Slab::new()),
             ioctl_requests: AtomicU64::new(0),
             ioctl_retries: AtomicU64::new(0),
+            info: InfoRecord::default(),
         }
+    }
+
+    /// The device, saying who serves it (`HPKV_IOC_INFO`).
+    #[must_use]
+    pub fn with_info(self, info: InfoRecord) -> HpkvDevice {
+        HpkvDevice { info, ..self }
     }
 
     /// Answers "retry": the kernel copies the areas named and calls again.
@@ -67,11 +79,22 @@ impl HpkvDevice {
 
     /// Hands a write to the engine; the reply goes out when it is acknowledged.
     fn submit(&self, op: WriteOp, reply: Reply, on_success: impl FnOnce(Reply) + Send + 'static) {
+        let traced = monitor::enabled().then(|| monitor::op(&op));
         self.engine.submit(
             op,
-            Box::new(move |result| match result {
-                Ok(()) => on_success(reply),
-                Err(e) => reply.error(errno_of(&e)),
+            Box::new(move |result| {
+                if let Some(what) = traced {
+                    log::trace!(
+                        "{what}: {}",
+                        result
+                            .as_ref()
+                            .map_or_else(ToString::to_string, |()| "done".into())
+                    );
+                }
+                match result {
+                    Ok(()) => on_success(reply),
+                    Err(e) => reply.error(errno_of(&e)),
+                }
             }),
         );
     }
@@ -147,6 +170,7 @@ impl HpkvDevice {
                 }
             }
             Command::Stats => reply.ioctl(0, &[&self.stats().encode()]),
+            Command::Info => reply.ioctl(0, &[&self.info.encode()]),
         }
     }
 }
@@ -205,6 +229,9 @@ impl Handler for HpkvDevice {
     }
 
     fn read(&self, fh: u64, size: usize, reply: Reply) {
+        if monitor::enabled() {
+            log::trace!("read {size} bytes of the listing");
+        }
         let Some(listing) = self.listing(fh) else {
             return reply.error(libc::EBADF);
         };
@@ -217,7 +244,14 @@ impl Handler for HpkvDevice {
 
     fn write(&self, _fh: u64, data: &[u8], reply: Reply) {
         let n = data.len();
-        let op = match abi::parse_write(data) {
+        let parsed = abi::parse_write(data);
+        if monitor::enabled() {
+            match &parsed {
+                Ok(request) => log::trace!("{}", monitor::write(request)),
+                Err(e) => log::trace!("write of {n} bytes: {e}"),
+            }
+        }
+        let op = match parsed {
             Ok(WriteRequest::Put { key, value }) => WriteOp::Put {
                 key: key.into(),
                 value: value.into(),
@@ -234,9 +268,19 @@ impl Handler for HpkvDevice {
     fn ioctl(&self, _fh: u64, req: IoctlRequest<'_>, reply: Reply) {
         self.ioctl_requests.fetch_add(1, Ordering::Relaxed);
         match abi::decode_ioctl(self.profile, req.cmd, req.arg, req.input, req.out_size) {
-            Decoded::Fail(e) => reply.error(e as i32),
+            Decoded::Fail(e) => {
+                if monitor::enabled() {
+                    log::trace!("ioctl {:#x}: {e}", req.cmd);
+                }
+                reply.error(e as i32);
+            }
             Decoded::Retry(r) => self.retry(reply, &r.input, &r.output),
-            Decoded::Ready(cmd) => self.run(cmd, req.arg, req.out_size, reply),
+            Decoded::Ready(cmd) => {
+                if monitor::enabled() {
+                    log::trace!("{}", monitor::command(&cmd));
+                }
+                self.run(cmd, req.arg, req.out_size, reply);
+            }
         }
     }
 }

@@ -24,7 +24,18 @@ use device::HpkvDevice;
 mod cuse;
 mod device;
 mod ffi;
+mod monitor;
 mod progress;
+
+/// hpkvd's version: the package's, the commit and the build profile (also in STATS).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HPKV_GIT_COMMIT"),
+    ", ",
+    env!("HPKV_BUILD_PROFILE"),
+    ")"
+);
 
 /// The image used when no device is named (the module's start script made one too).
 const DEFAULT_IMAGE: &str = "/var/lib/hpkv/hpkv.img";
@@ -36,7 +47,7 @@ const DEFAULT_IMAGE: &str = "/var/lib/hpkv/hpkv.img";
 )]
 #[command(
     name = "hpkvd",
-    version,
+    version = VERSION,
     about = "Serve /dev/hpkv (the HPKV kernel module's interface) through CUSE, from a store on a dedicated block device",
     after_help = "The module's parameters are accepted under their own names too (--mount_path, --initialize_if_empty, \
                   --force_initialize, --force_read_disk, --log_level).\n\
@@ -294,7 +305,8 @@ fn run(opts: Options) -> Result<(), RunError> {
         source,
     })?;
     let engine = Arc::new(engine);
-    let device = Arc::new(HpkvDevice::new(engine.clone(), profile));
+    let info = monitor::identity(&engine, &opts.name, &path, profile, durability);
+    let device = Arc::new(HpkvDevice::new(engine.clone(), profile).with_info(info));
     let mut server =
         Server::start(&opts.name, device, usize::from(opts.threads)).map_err(RunError::Serve)?;
     if let Err(e) = server.wait_registered(Duration::from_secs(10)) {

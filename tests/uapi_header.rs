@@ -45,6 +45,12 @@ fn the_header_compiles_as_c99_and_agrees_with_rust() {
     c += &check("ioc_range", "HPKV_IOC_RANGE", u64::from(abi::IOC_RANGE));
     c += &check("ioc_stats", "HPKV_IOC_STATS", u64::from(abi::IOC_STATS));
     c += &check("ioc_sync", "HPKV_IOC_SYNC", u64::from(abi::IOC_SYNC));
+    c += &check("ioc_info", "HPKV_IOC_INFO", u64::from(abi::IOC_INFO));
+    c += &check(
+        "info_size",
+        "sizeof(struct hpkv_info)",
+        abi::INFO_STRUCT_SIZE as u64,
+    );
     c += &check(
         "entry_macro",
         "HPKV_RANGE_ENTRY_SIZE(3, 10)",

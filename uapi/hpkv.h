@@ -179,9 +179,35 @@ struct hpkv_stats {
 
 /* SYNC: returns once every write acknowledged before it is on stable media. */
 
+/*
+ * INFO: who serves the device. The texts are NUL-padded bytes (UTF-8 for the
+ * version and the name); one longer than its field is cut to fit, with at
+ * least one NUL left.
+ */
+#define HPKV_INFO_VERSION_MAX 64
+#define HPKV_INFO_NAME_MAX 256
+#define HPKV_INFO_PATH_MAX 4096
+
+struct hpkv_info {
+	__u8 store_uuid[16];        /* the store's identity, from its superblock */
+	__u64 abi_profile;          /* HPKV_ABI_README or HPKV_ABI_V13 */
+	__u64 durability;           /* HPKV_DURABILITY_SYNC or HPKV_DURABILITY_WRITE_BEHIND */
+	__u64 write_behind_delay_ms; /* write-behind: the longest a write waits for a flush */
+	__u64 write_behind_writes;  /* write-behind: the most writes between two flushes */
+	__u64 started_unix_ms;      /* when hpkvd opened the store, in ms since 1970 (UTC) */
+	__u8 version[HPKV_INFO_VERSION_MAX];  /* hpkvd's version, commit and build profile */
+	__u8 name[HPKV_INFO_NAME_MAX];        /* the node's name: /dev/NAME (hpkvd --name) */
+	__u8 device_path[HPKV_INFO_PATH_MAX]; /* the store's block device or image file */
+	__u64 reserved[8];
+};
+
+#define HPKV_DURABILITY_SYNC 0
+#define HPKV_DURABILITY_WRITE_BEHIND 1
+
 #define HPKV_IOC_GET _IOWR(HPKV_IOC_MAGIC, 1, struct hpkv_get)
 #define HPKV_IOC_RANGE _IOWR(HPKV_IOC_MAGIC, 2, struct hpkv_range)
 #define HPKV_IOC_STATS _IOR(HPKV_IOC_MAGIC, 3, struct hpkv_stats)
 #define HPKV_IOC_SYNC _IO(HPKV_IOC_MAGIC, 4)
+#define HPKV_IOC_INFO _IOR(HPKV_IOC_MAGIC, 5, struct hpkv_info)
 
 #endif /* _UAPI_LINUX_HPKV_H */

@@ -26,7 +26,7 @@ fn command(u: &mut Unstructured) -> Result<u32> {
         6 | 7 => abi::IOC_GET,
         8 | 9 => abi::IOC_RANGE,
         10 => abi::IOC_STATS,
-        11 => abi::IOC_SYNC,
+        11 => if u.arbitrary()? { abi::IOC_SYNC } else { abi::IOC_INFO },
         // A real number with one bit flipped: the size or direction field of an _IOC.
         12 => abi::IOC_GET ^ (1 << u.int_in_range(0u32..=31)?),
         13 => abi::IOC_RANGE ^ (1 << u.int_in_range(0u32..=31)?),
@@ -78,7 +78,7 @@ fn check_ready(cmd: &Command<'_>, input: &[u8]) {
             assert_eq!(r.header.len(), abi::RANGE_HEADER_SIZE);
             vec![r.start, r.end, r.header]
         }
-        Command::Purge | Command::Stats | Command::Sync => vec![],
+        Command::Purge | Command::Stats | Command::Info | Command::Sync => vec![],
     };
     for s in slices {
         assert!(inside(s), "a slice outside the input: {cmd:?}");

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `write()` | [`encode_write`] | [`parse_write`] |
 //! | ioctl request | [`encode_kv`], [`encode_str_key`], [`encode_v13_key`], [`encode_safe_get`], [`encode_range`] | [`decode_ioctl`] |
-//! | ioctl reply | [`get_reply`], [`safe_get_reply`], [`RangeBuilder`], [`StatsRecord::encode`] (daemon) | [`parse_readme_get`], [`parse_v13_get`], [`parse_safe_get`], [`parse_range`], [`StatsRecord::decode`] (client) |
+//! | ioctl reply | [`get_reply`], [`safe_get_reply`], [`RangeBuilder`], [`StatsRecord::encode`], [`InfoRecord::encode`] (daemon) | [`parse_readme_get`], [`parse_v13_get`], [`parse_safe_get`], [`parse_range`], [`StatsRecord::decode`], [`InfoRecord::decode`] (client) |
 //! | `read()` listing | [`listing_line`] | |
 //!
 //! Every integer goes through one little-endian reader and writer, [`le`]. With the feature
@@ -54,6 +54,7 @@ pub mod le;
 pub mod uapi;
 
 mod error;
+mod info;
 mod reply;
 mod request;
 #[cfg(feature = "testkit")]
@@ -62,6 +63,7 @@ mod stats;
 mod write;
 
 pub use error::{ParseProfileError, ReplyError, RequestError};
+pub use info::{DurabilityMode, InfoRecord};
 pub use reply::{
     get_reply, parse_range, parse_readme_get, parse_safe_get, parse_v13_get, range_data_len,
     range_entry_size, safe_get_reply, safe_get_value_len, RangeBuilder, RangePage, Record,
@@ -71,7 +73,7 @@ pub use request::{
     decode_ioctl, encode_kv, encode_range, encode_safe_get, encode_str_key, encode_v13_key,
     Command, Decoded, Iov, RangeQuery, RangeRequest, Retry,
 };
-pub use stats::StatsRecord;
+pub use stats::{StatField, StatKind, StatsRecord, STATS_FIELDS};
 pub use write::{encode_write, listing_line, parse_write, WriteRequest};
 
 // ------------------------------------------------------------------------------ limits
@@ -125,6 +127,8 @@ pub const IOC_RANGE: u32 = uapi::HPKV_IOC_RANGE;
 pub const IOC_STATS: u32 = uapi::HPKV_IOC_STATS;
 /// `HPKV_IOC_SYNC`: returns once every acknowledged write is on stable media.
 pub const IOC_SYNC: u32 = uapi::HPKV_IOC_SYNC;
+/// `HPKV_IOC_INFO`: who serves the device (`struct hpkv_info`, [`InfoRecord`]).
+pub const IOC_INFO: u32 = uapi::HPKV_IOC_INFO;
 
 /// RANGE input flag: skip the start key itself.
 pub const RANGE_START_EXCLUSIVE: u32 = uapi::HPKV_RANGE_START_EXCLUSIVE;
@@ -143,6 +147,8 @@ pub const RANGE_STRUCT_SIZE: usize = size_of::<uapi::hpkv_range>();
 pub const RANGE_ENTRY_HEADER_SIZE: usize = size_of::<uapi::hpkv_range_entry>();
 /// `struct hpkv_stats`.
 pub const STATS_STRUCT_SIZE: usize = size_of::<uapi::hpkv_stats>();
+/// `struct hpkv_info`.
+pub const INFO_STRUCT_SIZE: usize = size_of::<uapi::hpkv_info>();
 /// Bytes of `struct hpkv_stats` that hold counters; `reserved` follows (zeros).
 pub const STATS_COUNTERS_SIZE: usize = offset_of!(uapi::hpkv_stats, reserved);
 /// `struct hpkv_kv`: key then value follow it.
@@ -198,6 +204,10 @@ const _: () = assert!(ioc_size(IOC_GET) == GET_STRUCT_SIZE);
 const _: () = assert!(ioc_size(IOC_RANGE) == RANGE_STRUCT_SIZE);
 const _: () = assert!(ioc_size(IOC_STATS) == STATS_STRUCT_SIZE);
 const _: () = assert!(ioc_size(IOC_SYNC) == 0, "SYNC carries no data");
+const _: () = assert!(ioc_type(IOC_INFO) == ioc_type(IOC_GET));
+const _: () = assert!(ioc_size(IOC_INFO) == INFO_STRUCT_SIZE);
+const _: () = assert!(INFO_STRUCT_SIZE == 4536, "struct hpkv_info keeps its size");
+const _: () = assert!(INFO_STRUCT_SIZE <= 32 * 4096);
 // The module's commands are plain numbers below every _IOC-encoded one.
 const _: () = assert!(CMD_PARTIAL_UPDATE < 6 && IOC_SYNC > 0xff);
 

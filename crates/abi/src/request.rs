@@ -7,9 +7,10 @@ use nix::errno::Errno;
 use crate::le::{set_u16, set_u32, set_u64, u16_at, u32_at, u64_at};
 use crate::{
     uapi, Profile, RequestError, CMD_DELETE, CMD_GET, CMD_INSERT, CMD_PARTIAL_UPDATE, CMD_PURGE,
-    GET_STRUCT_SIZE, IOC_GET, IOC_RANGE, IOC_STATS, IOC_SYNC, KEY_MAX, KV_HEADER_SIZE,
-    RANGE_CAPACITY_MAX, RANGE_HEADER_SIZE, RANGE_START_EXCLUSIVE, RANGE_STRUCT_SIZE,
-    STATS_STRUCT_SIZE, STR_KEY_MAX, V13_KEY_HEADER_SIZE, V13_VALUE_LEN_OFFSET, VALUE_MAX,
+    GET_STRUCT_SIZE, INFO_STRUCT_SIZE, IOC_GET, IOC_INFO, IOC_RANGE, IOC_STATS, IOC_SYNC, KEY_MAX,
+    KV_HEADER_SIZE, RANGE_CAPACITY_MAX, RANGE_HEADER_SIZE, RANGE_START_EXCLUSIVE,
+    RANGE_STRUCT_SIZE, STATS_STRUCT_SIZE, STR_KEY_MAX, V13_KEY_HEADER_SIZE, V13_VALUE_LEN_OFFSET,
+    VALUE_MAX,
 };
 
 // ------------------------------------------------------------------------------ encoders
@@ -250,6 +251,8 @@ pub enum Command<'a> {
     Range(RangeRequest<'a>),
     /// `HPKV_IOC_STATS`.
     Stats,
+    /// `HPKV_IOC_INFO`.
+    Info,
     /// `HPKV_IOC_SYNC`.
     Sync,
 }
@@ -313,16 +316,8 @@ pub fn decode_ioctl(
         CMD_INSERT | CMD_PARTIAL_UPDATE => decode_kv(cmd == CMD_INSERT, arg, input),
         IOC_GET => decode_safe_get(arg, input),
         IOC_RANGE => decode_range(arg, input),
-        IOC_STATS => {
-            let first_round = input.is_empty() && out_size == 0;
-            if first_round || out_size < STATS_STRUCT_SIZE {
-                return Decoded::Retry(Retry {
-                    input: vec![],
-                    output: vec![iov(arg, STATS_STRUCT_SIZE)],
-                });
-            }
-            Decoded::Ready(Command::Stats)
-        }
+        IOC_STATS => decode_output_only(arg, input, out_size, STATS_STRUCT_SIZE, Command::Stats),
+        IOC_INFO => decode_output_only(arg, input, out_size, INFO_STRUCT_SIZE, Command::Info),
         _ => Decoded::Fail(Errno::ENOTTY),
     }
 }
@@ -339,7 +334,26 @@ fn is_known(cmd: u32) -> bool {
             | IOC_RANGE
             | IOC_STATS
             | IOC_SYNC
+            | IOC_INFO
     )
+}
+
+/// STATS and INFO: no input; ask for the struct's room, then answer.
+fn decode_output_only(
+    arg: u64,
+    input: &[u8],
+    out_size: usize,
+    size: usize,
+    command: Command<'static>,
+) -> Decoded<'static> {
+    let first_round = input.is_empty() && out_size == 0;
+    if first_round || out_size < size {
+        return Decoded::Retry(Retry {
+            input: vec![],
+            output: vec![iov(arg, size)],
+        });
+    }
+    Decoded::Ready(command)
 }
 
 /// GET and DELETE: the key in the profile's layout.

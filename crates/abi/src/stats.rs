@@ -9,7 +9,7 @@ use crate::{uapi, STATS_COUNTERS_SIZE, STATS_STRUCT_SIZE};
 /// Defines [`StatsRecord`] and its codec from one list of the counters of `struct
 /// hpkv_stats` (all but `reserved`), in the header's order.
 macro_rules! stats_record {
-    ($($(#[doc = $doc:literal])* $field:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $kind:ident $field:ident,)*) => {
         /// The numbers of `struct hpkv_stats`: what the engine reports, plus what the device
         /// layer knows (the profile it serves, the ioctl rounds it answered). Counters count
         /// since hpkvd started; sizes are current.
@@ -43,68 +43,95 @@ macro_rules! stats_record {
                 vec![$((stringify!($field), self.$field),)*]
             }
         }
+
+        /// What every field of [`StatsRecord`] is, in the header's order.
+        pub const STATS_FIELDS: &[StatField] = &[$(StatField {
+            name: stringify!($field),
+            kind: StatKind::$kind,
+            help: concat!($($doc),*),
+        },)*];
     };
+}
+
+/// Whether a number counts events since hpkvd started or measures something now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    /// Only grows, from 0 at hpkvd's start (Prometheus's counter).
+    Counter,
+    /// A size or state now (Prometheus's gauge).
+    Gauge,
+}
+
+/// One field of `struct hpkv_stats`: its name, its kind, and what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatField {
+    /// The field's name in `struct hpkv_stats` and [`StatsRecord`].
+    pub name: &'static str,
+    /// A counter or a gauge.
+    pub kind: StatKind,
+    /// What it means, one sentence (its documentation).
+    pub help: &'static str,
 }
 
 stats_record! {
     /// "Total records": live keys.
-    records,
+    Gauge records,
     /// "Total disk usage": the sum of the live values' lengths.
-    disk_usage_bytes,
+    Gauge disk_usage_bytes,
     /// "Device size": the store's device.
-    device_size_bytes,
+    Gauge device_size_bytes,
     /// Space in free segments.
-    free_bytes,
+    Gauge free_bytes,
     /// Space held by the log: live records and garbage.
-    log_bytes,
+    Gauge log_bytes,
     /// On-disk bytes of live records and the tombstones still needed.
-    live_bytes,
+    Gauge live_bytes,
     /// The size of one segment.
-    segment_size_bytes,
+    Gauge segment_size_bytes,
     /// Segments on the device.
-    segments_total,
+    Gauge segments_total,
     /// Segments free for writing.
-    segments_free,
+    Gauge segments_free,
     /// The value cache's size; 0: the cache is off.
-    cache_capacity_bytes,
+    Gauge cache_capacity_bytes,
     /// Bytes the value cache holds.
-    cache_used_bytes,
+    Gauge cache_used_bytes,
     /// Reads answered from the value cache.
-    cache_hits,
+    Counter cache_hits,
     /// Reads that went to the device.
-    cache_misses,
+    Counter cache_misses,
     /// GETs (all three kinds) answered.
-    gets,
+    Counter gets,
     /// Inserts and overwrites.
-    puts,
+    Counter puts,
     /// Appends.
-    appends,
+    Counter appends,
     /// Deletes of a key that was there.
-    deletes,
+    Counter deletes,
     /// PURGEs.
-    purges,
+    Counter purges,
     /// Write requests to the block device.
-    device_writes,
+    Counter device_writes,
     /// Device cache flushes (a group commit is one flush).
-    device_flushes,
+    Counter device_flushes,
     /// Segments compacted.
-    compactions,
+    Counter compactions,
     /// Bytes of live records compaction copied.
-    compaction_bytes_moved,
+    Counter compaction_bytes_moved,
     /// Bytes compaction gave back.
-    compaction_bytes_reclaimed,
+    Counter compaction_bytes_reclaimed,
     /// Time since hpkvd opened the store.
-    uptime_ms,
+    Gauge uptime_ms,
     /// The daemon's profile: [`crate::ABI_README`] or [`crate::ABI_V13`].
-    abi_profile,
+    Gauge abi_profile,
     /// Memory held by the index.
-    index_heap_bytes,
+    Gauge index_heap_bytes,
     /// 1 after a device error stopped writes (restart hpkvd).
-    read_only,
+    Gauge read_only,
     /// ioctl requests the daemon received, every round of the retry protocol counted.
-    ioctl_requests,
+    Counter ioctl_requests,
     /// Of those, the ones answered with a retry.
-    ioctl_retries,
+    Counter ioctl_retries,
 }
 
 impl StatsRecord {

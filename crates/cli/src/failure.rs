@@ -7,6 +7,7 @@ use std::path::Path;
 use hpkv_client::Error;
 
 use crate::dump::DumpError;
+use crate::format::UnescapeError;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -25,7 +26,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  key not found (get, delete, exists)
-  2  usage error (bad arguments; purge not confirmed)
+  2  usage error (bad arguments or escapes; purge not confirmed)
   3  the device could not be opened or used (ENOENT or EACCES on open, EIO, ...),
      or a local file could not be read or written
   4  the store refused the input (EINVAL, EMSGSIZE, ENOSPC), or a dump file is not valid";
@@ -41,6 +42,12 @@ pub enum Why {
     Dump(DumpError),
     /// `purge` was not confirmed.
     NotConfirmed(&'static str),
+    /// An argument written with escapes (`-e`) that cannot be read.
+    Argument(UnescapeError),
+    /// `--name` names no device (empty, `.`, `..`, or holding a `/`).
+    NotADeviceName,
+    /// Nothing to say: the exit code tells (`exists` of a missing key).
+    Quiet(u8),
 }
 
 impl fmt::Display for Why {
@@ -50,6 +57,9 @@ impl fmt::Display for Why {
             Why::Io(e) => e.fmt(f),
             Why::Dump(e) => e.fmt(f),
             Why::NotConfirmed(why) => f.write_str(why),
+            Why::Argument(e) => e.fmt(f),
+            Why::NotADeviceName => f.write_str("not a device name: one file name under /dev"),
+            Why::Quiet(_) => Ok(()),
         }
     }
 }
@@ -60,7 +70,8 @@ impl std::error::Error for Why {
             Why::Client(e) => Some(e),
             Why::Io(e) => Some(e),
             Why::Dump(e) => Some(e),
-            Why::NotConfirmed(_) => None,
+            Why::Argument(e) => Some(e),
+            Why::NotConfirmed(_) | Why::NotADeviceName | Why::Quiet(_) => None,
         }
     }
 }
@@ -107,6 +118,19 @@ impl Failure {
         }
     }
 
+    /// A failure that prints nothing: `code` says it all.
+    pub fn quiet(code: u8) -> Failure {
+        Failure {
+            what: String::new(),
+            why: Why::Quiet(code),
+        }
+    }
+
+    /// Whether to print the failure (`hpkvctl: <what>: <why>`).
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.why, Why::Quiet(_))
+    }
+
     /// The exit code for this failure.
     pub fn code(&self) -> u8 {
         match &self.why {
@@ -115,7 +139,8 @@ impl Failure {
                 Error::Request(_) | Error::InvalidArgument | Error::TooLarge | Error::NoSpace,
             )
             | Why::Dump(DumpError::Invalid(_)) => EXIT_REFUSED,
-            Why::NotConfirmed(_) => EXIT_USAGE,
+            Why::NotConfirmed(_) | Why::Argument(_) | Why::NotADeviceName => EXIT_USAGE,
+            Why::Quiet(code) => *code,
             Why::Client(_) | Why::Io(_) | Why::Dump(DumpError::Io(_)) => EXIT_DEVICE,
         }
     }

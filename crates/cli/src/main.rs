@@ -1,216 +1,171 @@
 //! hpkvctl: the command line of `/dev/hpkv`, over [`hpkv_client::Client`].
 //!
-//! Keys and values are taken from the command line as raw bytes (any byte but NUL), values
-//! also from a file or standard input (binary safe). Messages go to standard error as
-//! `hpkvctl: <what>: <why>`; the exit codes are in [`failure`]. The dump format of `dump`
-//! and `load` is described in [`mod@dump`].
+//! Keys and values are taken from the command line as raw bytes (any byte but NUL), or with
+//! escapes (`-e`, any byte), values also from a file or standard input (binary safe). Output
+//! formats are in [`mod@format`]: escaped on a terminal, raw otherwise, JSON or NUL-separated on
+//! request. Messages go to standard error as `hpkvctl: <what>: <why>`; the exit codes are in
+//! [`failure`]. The dump format of `dump` and `load` is described in [`mod@dump`].
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, IsTerminal, Read, Seek, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 use hpkv_abi as abi;
-use hpkv_client::{Client, Error, DEFAULT_DEVICE};
+use hpkv_client::{Client, Error, Range};
 
+mod args;
 mod dump;
 mod failure;
+mod format;
 mod progress;
+mod stats;
 
+use args::{Cli, Cmd, OutputArgs, RangeArgs, StatsView};
 use dump::{DumpReader, DumpWriter};
-use failure::{out_failure, Failure, Outcome, Why, EXIT_CODES, EXIT_OK};
+use failure::{out_failure, Failure, Outcome, Why, EXIT_OK};
+use format::Format;
 use progress::Unit;
 
 /// Bytes of buffer between a dump or load and its file.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
-
-#[derive(Parser)]
-#[command(
-    name = "hpkvctl",
-    version,
-    about = "Reads and writes the hpkv store behind /dev/hpkv",
-    after_help = EXIT_CODES
-)]
-struct Cli {
-    /// The device hpkvd serves
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DEVICE)]
-    device: PathBuf,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-#[allow(
-    clippy::doc_markdown,
-    reason = "clap shows these comments as --help text, where backticks would show"
-)]
-enum Cmd {
-    /// Prints the value of KEY, raw, to standard output (exit 1 if there is none)
-    #[command(after_help = EXIT_CODES)]
-    Get {
-        /// The key (its bytes as given)
-        key: OsString,
-        /// Print the value as lowercase hex and a newline
-        #[arg(long)]
-        hex: bool,
-    },
-    /// Stores VALUE under KEY, replacing any value it had
-    #[command(after_help = EXIT_CODES)]
-    Put {
-        /// The key (its bytes as given)
-        key: OsString,
-        /// The value (its bytes as given)
-        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
-        value: Option<OsString>,
-        /// Read the value from PATH instead ("-": standard input), binary safe
-        #[arg(long, value_name = "PATH")]
-        value_file: Option<PathBuf>,
-    },
-    /// Appends SUFFIX to the value of KEY (a missing key is created)
-    #[command(after_help = EXIT_CODES)]
-    Append {
-        /// The key (its bytes as given)
-        key: OsString,
-        /// The bytes to append
-        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
-        suffix: Option<OsString>,
-        /// Read the suffix from PATH instead ("-": standard input), binary safe
-        #[arg(long, value_name = "PATH")]
-        value_file: Option<PathBuf>,
-    },
-    /// Deletes KEY (exit 1 if there is none)
-    #[command(after_help = EXIT_CODES)]
-    Delete {
-        /// The key (its bytes as given)
-        key: OsString,
-    },
-    /// Prints records as `key:value` lines, in key order
-    #[command(after_help = EXIT_CODES)]
-    Scan {
-        /// Start at this key (included)
-        #[arg(long, value_name = "KEY")]
-        from: Option<OsString>,
-        /// Stop before this key (excluded)
-        #[arg(long, value_name = "KEY")]
-        to: Option<OsString>,
-        /// Print at most N records
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
-        /// Print only the keys, one a line
-        #[arg(long)]
-        keys_only: bool,
-    },
-    /// Prints the module's three /proc/hpkv_stats lines
-    #[command(after_help = EXIT_CODES)]
-    Stats {
-        /// Print every counter as JSON instead
-        #[arg(long)]
-        json: bool,
-    },
-    /// Returns once every acknowledged write is on stable media
-    #[command(after_help = EXIT_CODES)]
-    Sync,
-    /// Removes every record (asks first; --yes when not on a terminal)
-    #[command(after_help = EXIT_CODES)]
-    Purge {
-        /// Do not ask
-        #[arg(long, short)]
-        yes: bool,
-    },
-    /// Writes every record to FILE ("-": standard output), binary safe
-    #[command(after_help = EXIT_CODES)]
-    Dump { file: PathBuf },
-    /// Stores every record of a dump FILE ("-": standard input)
-    #[command(after_help = EXIT_CODES)]
-    Load { file: PathBuf },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(f) => {
-            eprintln!("hpkvctl: {}: {}", f.what, f.why);
+            if !f.is_quiet() {
+                eprintln!("hpkvctl: {}: {}", f.what, f.why);
+            }
             ExitCode::from(f.code())
         }
     }
 }
 
-/// A key for messages: printable ASCII as is, other bytes escaped.
+/// A key for messages: printable ASCII as is, every other byte escaped.
 fn shown(key: &[u8]) -> String {
-    key.escape_ascii().to_string()
+    format::escaped(key)
+}
+
+/// The device to open: `--device`, else `--name`, else `$HPKV_DEVICE`, else `/dev/hpkv`.
+fn device_path(cli: &Cli) -> Result<PathBuf, Failure> {
+    match (&cli.device, &cli.name) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, Some(name)) => hpkv_client::device_path(name).ok_or_else(|| Failure {
+            what: format!("--name {name}"),
+            why: Why::NotADeviceName,
+        }),
+        (None, None) => Ok(hpkv_client::env_device()),
+    }
+}
+
+/// What the commands share: the client, and how to read arguments.
+struct Ctx {
+    client: Client,
+    device: String,
+    unescape: bool,
+}
+
+impl Ctx {
+    /// An argument's bytes: as given, or read with escapes (`-e`).
+    fn bytes(&self, arg: &OsStr) -> Result<Vec<u8>, Failure> {
+        if !self.unescape {
+            return Ok(arg.as_bytes().to_vec());
+        }
+        format::unescape(arg.as_bytes()).map_err(|e| Failure {
+            what: format!("argument {}", arg.to_string_lossy()),
+            why: Why::Argument(e),
+        })
+    }
+
+    fn opt_bytes(&self, arg: Option<&OsString>) -> Result<Option<Vec<u8>>, Failure> {
+        arg.map(|a| self.bytes(a)).transpose()
+    }
 }
 
 fn run(cli: Cli) -> Outcome {
-    let device = cli.device.display().to_string();
-    let client = Client::open(&cli.device).map_err(|e| Failure::client(&device, e))?;
+    let path = device_path(&cli)?;
+    let device = path.display().to_string();
+    let client = Client::open(&path).map_err(|e| Failure::client(&device, e))?;
+    let ctx = Ctx {
+        client,
+        device,
+        unescape: cli.unescape,
+    };
     match cli.command {
-        Cmd::Get { key, hex } => get(&client, key.as_bytes(), hex),
+        Cmd::Get { key, output, hex } => get(&ctx, &ctx.bytes(&key)?, output, hex),
         Cmd::Put {
             key,
             value,
             value_file,
         } => {
-            let key = key.as_bytes();
-            let value = read_value(value, value_file)?;
-            client
-                .put(key, &value)
-                .map_err(|e| Failure::client(format!("put {}", shown(key)), e))
+            let key = ctx.bytes(&key)?;
+            let value = read_value(&ctx, value, value_file)?;
+            ctx.client
+                .put(&key, &value)
+                .map_err(|e| Failure::client(format!("put {}", shown(&key)), e))
         }
         Cmd::Append {
             key,
             suffix,
             value_file,
         } => {
-            let key = key.as_bytes();
-            let value = read_value(suffix, value_file)?;
-            client
-                .append(key, &value)
-                .map_err(|e| Failure::client(format!("append {}", shown(key)), e))
+            let key = ctx.bytes(&key)?;
+            let value = read_value(&ctx, suffix, value_file)?;
+            ctx.client
+                .append(&key, &value)
+                .map_err(|e| Failure::client(format!("append {}", shown(&key)), e))
         }
-        Cmd::Delete { key } => delete(&client, key.as_bytes()),
+        Cmd::Delete { key } => delete(&ctx.client, &ctx.bytes(&key)?),
+        Cmd::Exists { key } => exists(&ctx.client, &ctx.bytes(&key)?),
+        Cmd::Count { range } => count(&ctx, &range),
         Cmd::Scan {
-            from,
-            to,
+            range,
             limit,
             keys_only,
-        } => scan(&client, from.as_ref(), to.as_ref(), limit, keys_only),
-        Cmd::Stats { json } => stats(&client, json),
-        Cmd::Sync => client.sync().map_err(|e| Failure::client("sync", e)),
+            output,
+        } => scan(&ctx, &range, limit, keys_only, output.format()),
+        Cmd::Stats { view, count } => stats(&ctx, &view, count),
+        Cmd::Sync => ctx.client.sync().map_err(|e| Failure::client("sync", e)),
         Cmd::Purge { yes } => {
             if !yes {
-                confirm_purge(&client, &device)?;
+                confirm_purge(&ctx.client, &ctx.device)?;
             }
-            client.purge().map_err(|e| Failure::client("purge", e))
+            ctx.client.purge().map_err(|e| Failure::client("purge", e))
         }
-        Cmd::Dump { file } => dump(&client, &file),
-        Cmd::Load { file } => load(&client, &file),
+        Cmd::Dump { file } => dump(&ctx.client, &file),
+        Cmd::Load { file } => load(&ctx.client, &file),
     }
 }
 
-fn get(client: &Client, key: &[u8], hex: bool) -> Outcome {
+fn get(ctx: &Ctx, key: &[u8], output: OutputArgs, hex: bool) -> Outcome {
     let what = || format!("get {}", shown(key));
-    let value = client
+    let value = ctx
+        .client
         .get(key)
         .map_err(|e| Failure::client(what(), e))?
         .ok_or_else(|| Failure::client(what(), Error::NotFound))?;
-    let mut out = io::stdout().lock();
-    if hex {
+    let text = if hex {
         let mut text = String::with_capacity(2 * value.len() + 1);
         for b in &value {
             let _ = write!(text, "{b:02x}");
         }
-        writeln!(out, "{text}")
+        text.push('\n');
+        text.into_bytes()
     } else {
-        out.write_all(&value)
-    }
-    .and_then(|()| out.flush())
-    .map_err(out_failure)
+        format::value(output.format(), key, &value)
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(&text)
+        .and_then(|()| out.flush())
+        .map_err(out_failure)
 }
 
 fn delete(client: &Client, key: &[u8]) -> Outcome {
@@ -222,42 +177,104 @@ fn delete(client: &Client, key: &[u8]) -> Outcome {
     }
 }
 
+fn exists(client: &Client, key: &[u8]) -> Outcome {
+    let found = client
+        .exists(key)
+        .map_err(|e| Failure::client(format!("exists {}", shown(key)), e))?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{found}")
+        .and_then(|()| out.flush())
+        .map_err(out_failure)?;
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::quiet(failure::EXIT_NOT_FOUND))
+    }
+}
+
+/// The records of `range` (all when it has no bounds).
+fn range<'c>(ctx: &'c Ctx, range: &RangeArgs) -> Result<Range<'c>, Failure> {
+    let mut scan = ctx.client.scan().capacity(abi::RANGE_CAPACITY_MAX);
+    if let Some(from) = ctx.opt_bytes(range.from.as_ref())? {
+        scan = scan.from(from);
+    }
+    if let Some(to) = ctx.opt_bytes(range.to.as_ref())? {
+        scan = scan.to(to);
+    }
+    if let Some(prefix) = ctx.opt_bytes(range.prefix.as_ref())? {
+        scan = scan.prefix(prefix);
+    }
+    Ok(scan)
+}
+
+fn count(ctx: &Ctx, bounds: &RangeArgs) -> Outcome {
+    let n = if bounds.is_unbounded() {
+        ctx.client
+            .stats()
+            .map_err(|e| Failure::client("count", e))?
+            .records
+    } else {
+        let mut n = 0u64;
+        for record in range(ctx, bounds)? {
+            record.map_err(|e| Failure::client("count", e))?;
+            n += 1;
+        }
+        n
+    };
+    let mut out = io::stdout().lock();
+    writeln!(out, "{n}")
+        .and_then(|()| out.flush())
+        .map_err(out_failure)
+}
+
 fn scan(
-    client: &Client,
-    from: Option<&OsString>,
-    to: Option<&OsString>,
+    ctx: &Ctx,
+    bounds: &RangeArgs,
     limit: Option<usize>,
     keys_only: bool,
+    format: Format,
 ) -> Outcome {
-    let mut range = client.scan().capacity(abi::RANGE_CAPACITY_MAX);
-    if let Some(from) = from {
-        range = range.from(from.as_bytes());
-    }
-    if let Some(to) = to {
-        range = range.to(to.as_bytes());
-    }
+    let mut records = range(ctx, bounds)?;
     if let Some(limit) = limit {
-        range = range.limit(limit);
+        records = records.limit(limit);
     }
     let mut out = BufWriter::new(io::stdout().lock());
-    for record in range {
+    for record in records {
         let (key, value) = record.map_err(|e| Failure::client("scan", e))?;
-        let line = if keys_only {
-            [&key[..], b"\n"].concat()
-        } else {
-            abi::listing_line(&key, &value)
-        };
-        out.write_all(&line).map_err(out_failure)?;
+        let value = (!keys_only).then_some(value.as_slice());
+        out.write_all(&format::record(format, &key, value))
+            .map_err(out_failure)?;
     }
     out.flush().map_err(out_failure)
 }
 
-fn stats(client: &Client, json: bool) -> Outcome {
-    let stats = client.stats().map_err(|e| Failure::client("stats", e))?;
-    let text = if json {
-        let mut s = serde_json::to_string_pretty(&stats_json(&stats)).expect("JSON");
-        s.push('\n');
-        s
+fn stats(ctx: &Ctx, view: &StatsView, count: Option<u64>) -> Outcome {
+    let fetch = || ctx.client.stats().map_err(|e| Failure::client("stats", e));
+    if let Some(interval) = view.watch {
+        return watch(ctx, interval, count, fetch);
+    }
+    let stats = fetch()?;
+    let text = if view.all || view.json || view.prometheus {
+        // An hpkvd older than HPKV_IOC_INFO answers ENOTTY: show the numbers alone.
+        let info = match ctx.client.info() {
+            Ok(info) => Some(info),
+            Err(Error::Unsupported) => None,
+            Err(e) => return Err(Failure::client("stats", e)),
+        };
+        let snapshot = stats::Snapshot {
+            stats: &stats,
+            info: info.as_ref(),
+            device: &ctx.device,
+        };
+        if view.json {
+            let mut s = serde_json::to_string_pretty(&stats::json(&snapshot)).expect("JSON");
+            s.push('\n');
+            s
+        } else if view.prometheus {
+            stats::prometheus(&snapshot)
+        } else {
+            stats::all_text(&snapshot)
+        }
     } else {
         stats.proc_text()
     };
@@ -267,21 +284,46 @@ fn stats(client: &Client, json: bool) -> Outcome {
         .map_err(out_failure)
 }
 
-/// Every STATS counter as a JSON object, by its name in `struct hpkv_stats`.
-fn stats_json(stats: &abi::StatsRecord) -> serde_json::Value {
-    serde_json::Value::Object(
-        stats
-            .fields()
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value.into()))
-            .collect(),
-    )
+/// `stats --watch`: a line of rates every `interval`, `count` lines or until interrupted.
+fn watch(
+    ctx: &Ctx,
+    interval: Duration,
+    count: Option<u64>,
+    fetch: impl Fn() -> Result<abi::StatsRecord, Failure>,
+) -> Outcome {
+    let mut out = io::stdout().lock();
+    let print = |out: &mut io::StdoutLock<'_>, line: &str| {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(out_failure)
+    };
+    print(&mut out, &format!("{} every {interval:?}", ctx.device))?;
+    print(&mut out, stats::WATCH_HEADER)?;
+    let started = Instant::now();
+    let (mut before, mut at) = (fetch()?, Instant::now());
+    let mut lines = 0u64;
+    while count.is_none_or(|c| lines < c) {
+        std::thread::sleep(interval);
+        let (now, now_at) = (fetch()?, Instant::now());
+        let line = match stats::rates(&before, &now, now_at - at) {
+            Some(r) => stats::watch_line(started.elapsed().as_secs_f64(), now.records, &r),
+            None => "hpkvd restarted: the rates start again".to_string(),
+        };
+        print(&mut out, &line)?;
+        (before, at) = (now, now_at);
+        lines += 1;
+    }
+    Ok(())
 }
 
 /// The value of `put` and `append`: the argument, or a file, or standard input.
-fn read_value(value: Option<OsString>, file: Option<PathBuf>) -> Result<Vec<u8>, Failure> {
+fn read_value(
+    ctx: &Ctx,
+    value: Option<OsString>,
+    file: Option<PathBuf>,
+) -> Result<Vec<u8>, Failure> {
     match (value, file) {
-        (Some(v), _) => Ok(v.into_vec()),
+        (Some(v), _) => ctx.bytes(&v),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut v = vec![];
             io::stdin()
@@ -413,6 +455,36 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Options that go together parse; those that do not are refused.
+    #[test]
+    fn option_combinations() {
+        let parses = |args: &[&str]| Cli::try_parse_from(args).is_ok();
+        assert!(parses(&[
+            "hpkvctl", "stats", "--watch", "0.2", "--count", "2"
+        ]));
+        assert!(parses(&[
+            "hpkvctl", "--name", "x", "-e", "scan", "--prefix", "p", "-0"
+        ]));
+        assert!(parses(&["hpkvctl", "get", "k", "--json"]));
+        assert!(
+            !parses(&["hpkvctl", "stats", "--count", "2"]),
+            "--count needs --watch"
+        );
+        assert!(!parses(&["hpkvctl", "stats", "--json", "--prometheus"]));
+        assert!(
+            !parses(&["hpkvctl", "stats", "--watch", "0"]),
+            "at least 0.1 s"
+        );
+        assert!(!parses(&["hpkvctl", "scan", "--json", "--raw"]));
+        assert!(!parses(&[
+            "hpkvctl", "scan", "--prefix", "p", "--from", "a"
+        ]));
+        assert!(!parses(&["hpkvctl", "get", "k", "--hex", "--json"]));
+        assert!(!parses(&[
+            "hpkvctl", "--device", "/dev/x", "--name", "x", "count"
+        ]));
     }
 
     #[test]

@@ -137,6 +137,13 @@ pub fn hpkv_stats(fd: BorrowedFd<'_>, buf: &mut [u8; abi::STATS_STRUCT_SIZE]) ->
     unsafe { hpkv_ioctl(fd, abi::IOC_STATS, buf) }
 }
 
+/// `HPKV_IOC_INFO` into `buf`.
+pub fn hpkv_info(fd: BorrowedFd<'_>, buf: &mut [u8; abi::INFO_STRUCT_SIZE]) -> Result<(), Errno> {
+    // SAFETY: the command's size field is the struct's: hpkvd (and any driver honouring
+    // `_IOR`) writes at most that many bytes, `buf`'s length.
+    unsafe { hpkv_ioctl(fd, abi::IOC_INFO, buf) }
+}
+
 /// `HPKV_IOC_SYNC`.
 pub fn hpkv_sync(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: `_IO` command: no argument memory at all.
@@ -220,6 +227,10 @@ mod hpkv_wrapper_tests {
             Err(Errno::ENOTTY)
         );
         assert_eq!(hpkv_sync(fd), Err(Errno::ENOTTY));
+        assert_eq!(
+            hpkv_info(fd, &mut [0; abi::INFO_STRUCT_SIZE]),
+            Err(Errno::ENOTTY)
+        );
         assert_eq!(hpkv_purge(fd), Err(Errno::ENOTTY));
     }
 }

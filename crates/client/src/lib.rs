@@ -48,13 +48,12 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::ops::Bound;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-
-use hpkv_abi::{self as abi, Profile, ReplyError, StatsRecord};
 
 mod error;
 mod ffi;
@@ -65,8 +64,37 @@ mod tests;
 pub use error::{Error, Result};
 pub use range::Range;
 
+/// The ABI crate, for its limits ([`abi::KEY_MAX`], [`abi::VALUE_MAX`]) and numbers.
+pub use hpkv_abi as abi;
+pub use hpkv_abi::{DurabilityMode, InfoRecord, Profile, ReplyError, RequestError, StatsRecord};
+
 /// Where hpkvd serves its device unless told otherwise (`hpkvd --name`).
 pub const DEFAULT_DEVICE: &str = "/dev/hpkv";
+/// The environment variable that names the device for [`Client::open_env`] (and hpkvctl).
+pub const DEVICE_ENV: &str = "HPKV_DEVICE";
+
+/// The device hpkvd serves under `name` (`hpkvd --name NAME`): `/dev/NAME`, or `None` for a
+/// name that is not one file name (empty, `.`, `..`, or holding a `/` or a NUL).
+///
+/// ```
+/// assert_eq!(
+///     hpkv_client::device_path("hpkv-test").as_deref(),
+///     Some(std::path::Path::new("/dev/hpkv-test"))
+/// );
+/// assert_eq!(hpkv_client::device_path("../etc"), None);
+/// ```
+pub fn device_path(name: &str) -> Option<PathBuf> {
+    let one_file_name =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']);
+    one_file_name.then(|| Path::new("/dev").join(name))
+}
+
+/// The device named by [`DEVICE_ENV`] when it is set and not empty, else [`DEFAULT_DEVICE`].
+pub fn env_device() -> PathBuf {
+    std::env::var_os(DEVICE_ENV)
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_DEVICE), PathBuf::from)
+}
 /// The value room [`Client::get`] offers first; a longer value costs one more call.
 pub const GET_INITIAL_CAPACITY: usize = 4096;
 /// The data room a [`Range`] offers first; it grows (up to
@@ -86,6 +114,7 @@ pub(crate) enum Call<'a> {
     SafeGet(&'a mut [u8]),
     Range(&'a mut [u8]),
     Stats(&'a mut [u8; abi::STATS_STRUCT_SIZE]),
+    Info(&'a mut [u8; abi::INFO_STRUCT_SIZE]),
     Sync,
 }
 
@@ -107,6 +136,7 @@ impl Transport for Device {
             Call::SafeGet(buf) => ffi::hpkv_safe_get(fd, buf),
             Call::Range(buf) => ffi::hpkv_range(fd, buf),
             Call::Stats(buf) => ffi::hpkv_stats(fd, buf),
+            Call::Info(buf) => ffi::hpkv_info(fd, buf),
             Call::Sync => ffi::hpkv_sync(fd),
         }
     }
@@ -150,6 +180,30 @@ impl Client {
     /// As [`Client::open`].
     pub fn open_default() -> Result<Client> {
         Client::open(DEFAULT_DEVICE)
+    }
+
+    /// Opens the device hpkvd serves under `name` (`hpkvd --name NAME`): `/dev/NAME`.
+    ///
+    /// # Errors
+    /// An [`Error::Io`] of kind `InvalidInput` for a name that is not one file name
+    /// ([`device_path`]); as [`Client::open`].
+    pub fn open_name(name: &str) -> Result<Client> {
+        let path = device_path(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a device name (hpkvd --name)"),
+            )
+        })?;
+        Client::open(path)
+    }
+
+    /// Opens the device named by the environment variable `HPKV_DEVICE` ([`DEVICE_ENV`]) when
+    /// it is set, else [`DEFAULT_DEVICE`].
+    ///
+    /// # Errors
+    /// As [`Client::open`].
+    pub fn open_env() -> Result<Client> {
+        Client::open(env_device())
     }
 
     /// A client over an already open device; asks it for its profile (`HPKV_IOC_STATS`).
@@ -364,6 +418,26 @@ impl Client {
         let mut buf = [0u8; abi::STATS_STRUCT_SIZE];
         self.call(Call::Stats(&mut buf))?;
         Ok(StatsRecord::decode(&buf).expect("a whole struct hpkv_stats"))
+    }
+
+    /// Who serves the device (`HPKV_IOC_INFO`): hpkvd's version, the node's name, the
+    /// store's device and UUID, the profile and the durability mode.
+    ///
+    /// ```no_run
+    /// # let hpkv = hpkv_client::Client::open_default()?;
+    /// let info = hpkv.info()?;
+    /// println!("{} serves /dev/{} from {}", info.version, info.name, info.device_path.display());
+    /// # Ok::<(), hpkv_client::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] from an hpkvd older than the command; the device's errors.
+    pub fn info(&self) -> Result<InfoRecord> {
+        let mut buf = vec![0u8; abi::INFO_STRUCT_SIZE];
+        let buf: &mut [u8; abi::INFO_STRUCT_SIZE] =
+            buf.as_mut_slice().try_into().expect("the struct's size");
+        self.call(Call::Info(buf))?;
+        Ok(InfoRecord::decode(buf).expect("a whole struct hpkv_info"))
     }
 
     /// Returns once every write acknowledged before the call is on stable media

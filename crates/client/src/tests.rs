@@ -136,6 +136,14 @@ impl Sim {
                 };
                 (0, record.encode())
             }
+            Command::Info => {
+                let info = abi::InfoRecord {
+                    name: "sim".into(),
+                    abi_profile: self.profile.number(),
+                    ..Default::default()
+                };
+                (0, info.encode())
+            }
             Command::Sync => done,
         }
     }
@@ -153,6 +161,7 @@ impl Transport for Shared {
             Call::SafeGet(buf) => sim.ioctl(abi::IOC_GET, buf),
             Call::Range(buf) => sim.ioctl(abi::IOC_RANGE, buf),
             Call::Stats(buf) => sim.ioctl(abi::IOC_STATS, buf),
+            Call::Info(buf) => sim.ioctl(abi::IOC_INFO, buf),
             Call::Sync => sim.ioctl(abi::IOC_SYNC, &mut []),
         }
     }
@@ -516,4 +525,17 @@ fn open_fails_cleanly_on_what_is_not_hpkv() {
     // /dev/null answers ENOTTY to HPKV_IOC_STATS: not hpkvd's device.
     let e = Client::open("/dev/null").unwrap_err();
     assert!(matches!(e, Error::Unsupported), "{e}");
+}
+
+#[test]
+fn info_comes_through_the_retry_protocol() {
+    for profile in both() {
+        let sim = Sim::new(profile);
+        let info = client(&sim).info().unwrap();
+        assert_eq!(
+            (info.name.as_str(), info.abi_profile),
+            ("sim", profile.number())
+        );
+        assert_eq!(sim.count(abi::IOC_INFO), 1);
+    }
 }

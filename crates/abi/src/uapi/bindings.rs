@@ -49,10 +49,16 @@ pub const HPKV_RANGE_CAPACITY_MAX: u32 = 122880;
 pub const HPKV_RANGE_HEADER_SIZE: u32 = 32;
 pub const HPKV_ABI_README: u32 = 0;
 pub const HPKV_ABI_V13: u32 = 1;
+pub const HPKV_INFO_VERSION_MAX: u32 = 64;
+pub const HPKV_INFO_NAME_MAX: u32 = 256;
+pub const HPKV_INFO_PATH_MAX: u32 = 4096;
+pub const HPKV_DURABILITY_SYNC: u32 = 0;
+pub const HPKV_DURABILITY_WRITE_BEHIND: u32 = 1;
 pub const HPKV_IOC_GET: u32 = 3256371201;
 pub const HPKV_IOC_RANGE: u32 = 3290449922;
 pub const HPKV_IOC_STATS: u32 = 2164279299;
 pub const HPKV_IOC_SYNC: u32 = 18436;
+pub const HPKV_IOC_INFO: u32 = 2444773381;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
 pub type __u32 = ::std::os::raw::c_uint;
@@ -269,3 +275,49 @@ const _: () = {
     ["Offset of field: hpkv_stats::reserved"]
         [::std::mem::offset_of!(hpkv_stats, reserved) - 232usize];
 };
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct hpkv_info {
+    pub store_uuid: [__u8; 16usize],
+    pub abi_profile: __u64,
+    pub durability: __u64,
+    pub write_behind_delay_ms: __u64,
+    pub write_behind_writes: __u64,
+    pub started_unix_ms: __u64,
+    pub version: [__u8; 64usize],
+    pub name: [__u8; 256usize],
+    pub device_path: [__u8; 4096usize],
+    pub reserved: [__u64; 8usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hpkv_info"][::std::mem::size_of::<hpkv_info>() - 4536usize];
+    ["Alignment of hpkv_info"][::std::mem::align_of::<hpkv_info>() - 8usize];
+    ["Offset of field: hpkv_info::store_uuid"]
+        [::std::mem::offset_of!(hpkv_info, store_uuid) - 0usize];
+    ["Offset of field: hpkv_info::abi_profile"]
+        [::std::mem::offset_of!(hpkv_info, abi_profile) - 16usize];
+    ["Offset of field: hpkv_info::durability"]
+        [::std::mem::offset_of!(hpkv_info, durability) - 24usize];
+    ["Offset of field: hpkv_info::write_behind_delay_ms"]
+        [::std::mem::offset_of!(hpkv_info, write_behind_delay_ms) - 32usize];
+    ["Offset of field: hpkv_info::write_behind_writes"]
+        [::std::mem::offset_of!(hpkv_info, write_behind_writes) - 40usize];
+    ["Offset of field: hpkv_info::started_unix_ms"]
+        [::std::mem::offset_of!(hpkv_info, started_unix_ms) - 48usize];
+    ["Offset of field: hpkv_info::version"][::std::mem::offset_of!(hpkv_info, version) - 56usize];
+    ["Offset of field: hpkv_info::name"][::std::mem::offset_of!(hpkv_info, name) - 120usize];
+    ["Offset of field: hpkv_info::device_path"]
+        [::std::mem::offset_of!(hpkv_info, device_path) - 376usize];
+    ["Offset of field: hpkv_info::reserved"]
+        [::std::mem::offset_of!(hpkv_info, reserved) - 4472usize];
+};
+impl Default for hpkv_info {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
