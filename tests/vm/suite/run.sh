@@ -43,7 +43,7 @@ cargo build --release --quiet -p hpkv-capi -p hpkv-preload
 cp target/release/hpkvd target/release/hpkvctl target/release/libhpkv.so \
     target/release/libhpkv_preload.so "$payload/"
 # Test targets: the executables cargo reports, copied under their target names.
-cargo test --release --no-run --quiet --test device_suite --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
+cargo test --release --no-run --quiet --test device_suite --test client_suite --test cli_suite --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
@@ -51,7 +51,11 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"])
 ' "$payload"
-[ -x "$payload/device_suite" ] && [ -x "$payload/client_suite" ] || hpkv_die "the test programs were not built"
+[ -x "$payload/device_suite" ] && [ -x "$payload/client_suite" ] && [ -x "$payload/cli_suite" ] ||
+    hpkv_die "the test programs were not built"
+# The Rust client's example program (examples/client.rs).
+cargo build --release --quiet --example client
+cp target/release/examples/client "$payload/client-example"
 
 # A store of 100 000 keys for the RANGE scan, written on the host by the engine itself
 # (loading it through CUSE under emulation would take minutes); the guest sees it as /dev/vdb.
