@@ -31,7 +31,6 @@ use args::{Cli, Cmd, OutputArgs, RangeArgs, StatsView};
 use dump::{DumpReader, DumpWriter};
 use failure::{out_failure, Failure, Outcome, Why, EXIT_OK};
 use format::Format;
-use progress::Unit;
 
 /// Bytes of buffer between a dump or load and its file.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
@@ -379,7 +378,7 @@ fn dump(client: &Client, path: &Path) -> Outcome {
         .stats()
         .map_err(|e| Failure::client("dump", e))?
         .records;
-    let bar = progress::bar("dump", Unit::Records, expected);
+    let bar = progress::bar("dump", expected);
     let mut out =
         DumpWriter::new(BufWriter::with_capacity(FILE_BUFFER_BYTES, sink)).map_err(write_err)?;
     let mut bytes = 0u64;
@@ -410,12 +409,12 @@ fn dump(client: &Client, path: &Path) -> Outcome {
 
 fn load(client: &Client, path: &Path) -> Outcome {
     let shown_path = path.display().to_string();
-    let (source, len): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
+    let (source, records): (Box<dyn Read>, Option<u64>) = if path.as_os_str() == "-" {
         (Box::new(io::stdin().lock()), None)
     } else {
         let mut file = File::open(path).map_err(|e| Failure::file(path, e))?;
-        let len = file.metadata().map_err(|e| Failure::file(path, e))?.len();
-        // Check the whole file first, so that a damaged dump stores nothing.
+        // Check the whole file first, so that a damaged dump stores nothing; it also counts
+        // the records, for the progress.
         let reader = BufReader::with_capacity(FILE_BUFFER_BYTES, &mut file);
         let mut check = DumpReader::new(reader).map_err(|e| Failure::dump(&shown_path, e))?;
         while check
@@ -423,27 +422,42 @@ fn load(client: &Client, path: &Path) -> Outcome {
             .map_err(|e| Failure::dump(&shown_path, e))?
             .is_some()
         {}
+        let records = check.count;
         file.rewind().map_err(|e| Failure::file(path, e))?;
-        (Box::new(file), Some(len))
+        (Box::new(file), Some(records))
     };
     let reader = BufReader::with_capacity(FILE_BUFFER_BYTES, source);
     let mut reader = DumpReader::new(reader).map_err(|e| Failure::dump(&shown_path, e))?;
-    let bar = progress::bar("load", Unit::Bytes, len.unwrap_or(0));
-    while let Some((key, value)) = reader
-        .next_record()
-        .map_err(|e| Failure::dump(&shown_path, e))?
-    {
-        client.put(&key, &value).map_err(|e| {
-            Failure::client(format!("load {shown_path}: record {}", reader.count), e)
-        })?;
-        bar.set_position(reader.offset);
-    }
+    let bar = progress::bar("load", records.unwrap_or(0));
+    let stored = store_records(client, &mut reader, &shown_path, |done| {
+        bar.set_position(done);
+    })?;
     client
         .sync()
         .map_err(|e| Failure::client(format!("load {shown_path}"), e))?;
     bar.finish_and_clear();
-    println!("loaded {} records from {shown_path}", reader.count);
+    println!("loaded {stored} records from {shown_path}");
     Ok(())
+}
+
+/// Stores every record of `reader` (the submission loop of `load`), telling `progress` how
+/// many are stored; the number stored.
+fn store_records<R: Read>(
+    client: &Client,
+    reader: &mut DumpReader<R>,
+    shown_path: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, Failure> {
+    while let Some((key, value)) = reader
+        .next_record()
+        .map_err(|e| Failure::dump(shown_path, e))?
+    {
+        client.put(&key, &value).map_err(|e| {
+            Failure::client(format!("load {shown_path}: record {}", reader.count), e)
+        })?;
+        progress(reader.count);
+    }
+    Ok(reader.count)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Progress of `dump` and `load` on a terminal (standard error), nothing otherwise.
+//! Progress of `dump` and `load` on a terminal (standard error), nothing otherwise, in
+//! records.
 //!
 //! The rate is the work done over the time since the start, not a short-term estimate, so it
 //! converges and so does the ETA derived from it; the ETA is shown once there is enough to
@@ -16,15 +17,6 @@ pub const ETA_AFTER: Duration = Duration::from_secs(2);
 pub const ETA_AFTER_FRACTION: f64 = 0.02;
 /// Redraws per second at most.
 const REFRESH_HZ: u8 = 4;
-
-/// What the bar counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    /// Records.
-    Records,
-    /// Bytes of a file.
-    Bytes,
-}
 
 /// `n` with thousands separators: `12,345`.
 pub fn thousands(n: u64) -> String {
@@ -104,19 +96,14 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// A rate with its unit: `80.6 records/s`, `12.3 MB/s`.
-pub fn rate_text(unit: Unit, per_sec: f64) -> String {
-    match unit {
-        Unit::Records => format!("{} records/s", three_digits(per_sec)),
-        Unit::Bytes if per_sec >= 1e6 => format!("{} MB/s", three_digits(per_sec / 1e6)),
-        Unit::Bytes if per_sec >= 1e3 => format!("{} kB/s", three_digits(per_sec / 1e3)),
-        Unit::Bytes => format!("{} B/s", three_digits(per_sec)),
-    }
+/// A rate of records: `80.6 records/s`.
+pub fn rate_text(per_sec: f64) -> String {
+    format!("{} records/s", three_digits(per_sec))
 }
 
 /// A progress bar on standard error when it is a terminal, hidden otherwise. `total` may
 /// grow ([`ProgressBar::set_length`]); 0 means unknown (no bar, no ETA).
-pub fn bar(what: &str, unit: Unit, total: u64) -> ProgressBar {
+pub fn bar(what: &str, total: u64) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -133,18 +120,12 @@ pub fn bar(what: &str, unit: Unit, total: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(&template)
         .expect("a valid template")
         .progress_chars("=> ")
-        .with_key(
-            "count",
-            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}", count_text(unit, s.pos(), s.len()));
-            },
-        )
-        .with_key(
-            "rate",
-            move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = w.write_str(&rate_text(unit, rate(s.pos(), s.elapsed())));
-            },
-        )
+        .with_key("count", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&count_text(s.pos(), s.len()));
+        })
+        .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&rate_text(rate(s.pos(), s.elapsed())));
+        })
         .with_key("eta", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
             let total = s.len().unwrap_or(0);
             if let Some(left) = eta(s.pos(), total, s.elapsed()) {
@@ -155,14 +136,11 @@ pub fn bar(what: &str, unit: Unit, total: u64) -> ProgressBar {
     bar
 }
 
-fn count_text(unit: Unit, pos: u64, len: Option<u64>) -> String {
-    let (n, unit_name): (fn(u64) -> String, &str) = match unit {
-        Unit::Records => (thousands, "records"),
-        Unit::Bytes => (|b| three_digits(to_f64(b) / 1e6), "MB"),
-    };
+/// `1,234/5,000 records`, or `1,234 records` when the total is unknown.
+fn count_text(pos: u64, len: Option<u64>) -> String {
     match len.filter(|&l| l > 0) {
-        Some(len) => format!("{}/{} {unit_name}", n(pos), n(len)),
-        None => format!("{} {unit_name}", n(pos)),
+        Some(len) => format!("{}/{} records", thousands(pos), thousands(len)),
+        None => format!("{} records", thousands(pos)),
     }
 }
 
@@ -186,8 +164,7 @@ mod tests {
         ] {
             assert_eq!(three_digits(rate), text, "{rate}");
         }
-        assert_eq!(rate_text(Unit::Records, 80.630_1), "80.6 records/s");
-        assert_eq!(rate_text(Unit::Bytes, 12_345_678.0), "12.3 MB/s");
+        assert_eq!(rate_text(80.630_1), "80.6 records/s");
         assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(thousands(999), "999");
     }
@@ -219,14 +196,7 @@ mod tests {
 
     #[test]
     fn counts_read_well() {
-        assert_eq!(
-            count_text(Unit::Records, 1234, Some(5000)),
-            "1,234/5,000 records"
-        );
-        assert_eq!(count_text(Unit::Records, 7, None), "7 records");
-        assert_eq!(
-            count_text(Unit::Bytes, 2_500_000, Some(10_000_000)),
-            "2.50/10.0 MB"
-        );
+        assert_eq!(count_text(1234, Some(5000)), "1,234/5,000 records");
+        assert_eq!(count_text(7, None), "7 records");
     }
 }
