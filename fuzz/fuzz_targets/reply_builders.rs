@@ -78,9 +78,14 @@ fn range(u: &mut Unstructured) -> Result<()> {
     let (result, out) = builder.finish();
     assert!(out.len() >= abi::RANGE_HEADER_SIZE);
     // The input fields come back as the caller wrote them.
-    assert_eq!(out[..4], header[..4]);
-    assert_eq!(out[8..12], header[8..12]);
-    assert_eq!(out[16..24], header[16..24]);
+    for (at, len) in [
+        (offset_of!(uapi::hpkv_range, start_len), 2),
+        (offset_of!(uapi::hpkv_range, end_len), 2),
+        (offset_of!(uapi::hpkv_range, max_count), 4),
+        (offset_of!(uapi::hpkv_range, capacity), 8),
+    ] {
+        assert_eq!(out[at..at + len], header[at..at + len], "the field at {at}");
+    }
     let flags = u32_at(&out, FLAGS);
     assert_eq!(flags & !abi::RANGE_MORE, u32_at(&header, FLAGS) & !abi::RANGE_MORE);
     let count = u32_at(&out, COUNT) as usize;
