@@ -298,6 +298,7 @@ fn run(opts: Options) -> Result<(), RunError> {
         force_read_disk: opts.force_read_disk,
         background_compaction: true,
         progress: progress::on_terminal(),
+        observer: None,
     };
     let profile: Profile = opts.abi.parse().map_err(RunError::Profile)?;
     let engine = Engine::open_path(&path, config).map_err(|source| RunError::Open {

@@ -60,6 +60,7 @@ pub mod device;
 pub mod faulty;
 pub mod format;
 pub mod index;
+pub mod observe;
 pub mod space;
 
 mod compaction;
@@ -83,6 +84,7 @@ use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use device::{BlockDevice, FileDevice, OpenDeviceError};
+pub use observe::{Applied, Change, Observer, ObserverSink};
 pub use writer::WriteOp;
 
 use cache::ValueCache;
@@ -136,6 +138,8 @@ pub struct Config {
     pub background_compaction: bool,
     /// Told how long operations (the recovery scan) advance, to show them to a person.
     pub progress: Option<ProgressSink>,
+    /// Told about every applied write before it is acknowledged ([`observe`]).
+    pub observer: Option<ObserverSink>,
 }
 
 /// Receives the progress of a long operation, for a progress bar or a log line. The engine
@@ -169,6 +173,7 @@ impl Default for Config {
             force_read_disk: false,
             background_compaction: true,
             progress: None,
+            observer: None,
         }
     }
 }
@@ -476,6 +481,13 @@ impl Drop for Pin<'_> {
     }
 }
 
+/// A value and the sequence number of the write that stored it ([`Engine::get_versioned`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub seq: u64,
+    pub value: Arc<[u8]>,
+}
+
 /// Called with the outcome of a write once it is acknowledged (or refused).
 pub type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
@@ -577,12 +589,30 @@ impl Engine {
 
     /// The current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Arc<[u8]>>, Error> {
+        Ok(self.get_versioned(key)?.map(|v| v.value))
+    }
+
+    /// The current value of `key` with the sequence number of the write that stored it
+    /// (the number an [`Observer`] was told).
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>, Error> {
         validate_key(key)?;
         Counters::add(&self.shared.counters.gets, 1);
         let Some((found, _pin)) = self.shared.lookup_pinned(key) else {
             return Ok(None);
         };
-        self.shared.read_value(key, found).map(Some)
+        self.shared.read_value(key, found).map(|value| {
+            Some(Versioned {
+                seq: found.seq,
+                value,
+            })
+        })
+    }
+
+    /// Calls `f(key, seq, value_len)` for every live key, in key order, without reading
+    /// values. Keys are copied out a chunk at a time: a write running alongside may or may
+    /// not be seen (an [`Observer`] tells about those).
+    pub fn for_each_key(&self, f: impl FnMut(&[u8], u64, u32)) {
+        observe::for_each_key(&self.shared, f);
     }
 
     /// The length of the current value of `key`, without reading it.

@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::device::{align_down, align_up, AlignedBuf, BlockDevice};
 use super::format::{self, Kind, SegmentHeader, SegmentState, VALUE_MAX};
 use super::index::Loc;
+use super::observe::Change;
 use super::space::{Purpose, SegState};
 use super::{
     validate_key, validate_value, Counters, Done, Durability, Error, Shared, SPACE_WAIT_MAX,
@@ -346,6 +347,9 @@ impl Committer {
                     force_flush = false;
                     overlay.clear();
                     let result = self.purge();
+                    if result.is_ok() {
+                        self.shared.report(&[Change::Purge]);
+                    }
                     done(result);
                 }
                 op => {
@@ -611,11 +615,44 @@ impl Committer {
             }
         }
         self.shared.next_seq.store(self.next_seq, Ordering::SeqCst);
+        self.report(staged);
         for s in staged.drain(..) {
             match s {
                 Staged::Record { done, .. } => done(Ok(())),
                 Staged::Answer { result, done, .. } => done(result),
             }
+        }
+    }
+
+    /// Tells the observer (if any) what the batch changed, before anyone is answered.
+    fn report(&self, staged: &[Staged]) {
+        if self.shared.config.observer.is_none() {
+            return;
+        }
+        let changes: Vec<Change<'_>> = staged
+            .iter()
+            .filter_map(|s| match s {
+                Staged::Record {
+                    key,
+                    seq,
+                    value: Some(value),
+                    ..
+                } => Some(Change::Put {
+                    key,
+                    seq: *seq,
+                    value,
+                }),
+                Staged::Record {
+                    key,
+                    seq,
+                    value: None,
+                    ..
+                } => Some(Change::Delete { key, seq: *seq }),
+                Staged::Answer { .. } => None,
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.shared.report(&changes);
         }
     }
 
