@@ -15,10 +15,11 @@ use slab::Slab;
 use hpkv_abi::{
     self as abi, Command, Decoded, InfoRecord, Profile, RangeBuilder, StatsRecord, WriteRequest,
 };
-use hpkv_engine::{Engine, Error, WriteOp};
+use hpkv_engine::{Engine, Error, Versioned, WriteOp};
 
 use crate::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 use crate::monitor;
+use crate::view::SharedView;
 
 // The ABI's limits and the engine's are one set: every key and value the device accepts can
 // be stored, and every stored one can be answered.
@@ -31,6 +32,8 @@ pub const OPEN_FILES_MAX: usize = 1 << 16;
 pub struct HpkvDevice {
     engine: Arc<Engine>,
     profile: Profile,
+    /// The shared view, offered every value a GET reads.
+    view: Option<Arc<SharedView>>,
     files: Mutex<Slab<Arc<Mutex<Listing>>>>,
     /// ioctl requests received, every round of the retry protocol counted.
     ioctl_requests: AtomicU64,
@@ -41,10 +44,11 @@ pub struct HpkvDevice {
 }
 
 impl HpkvDevice {
-    pub fn new(engine: Arc<Engine>, profile: Profile) -> HpkvDevice {
+    pub fn new(engine: Arc<Engine>, profile: Profile, view: Option<Arc<SharedView>>) -> HpkvDevice {
         HpkvDevice {
             engine,
             profile,
+            view,
             files: Mutex::new(Slab::new()),
             ioctl_requests: AtomicU64::new(0),
             ioctl_retries: AtomicU64::new(0),
@@ -99,24 +103,39 @@ impl HpkvDevice {
         );
     }
 
+    /// The value of `key` for a GET. The caller offers it to the view after answering.
+    fn get(&self, key: &[u8]) -> Result<Option<Versioned>, Error> {
+        self.engine.get_versioned(key)
+    }
+
+    /// Offers a value a GET read to the shared view (after the reply went out).
+    fn offer(&self, key: &[u8], got: &Versioned) {
+        if let Some(view) = &self.view {
+            view.fill(key, got.seq, &got.value);
+        }
+    }
+
     fn run(&self, cmd: Command<'_>, arg: u64, out_size: usize, reply: Reply) {
         let done = |r: Reply| r.ioctl(0, &[]);
         match cmd {
-            Command::Get { key, key_span } => match self.engine.get(key) {
-                Ok(Some(value)) => {
+            Command::Get { key, key_span } => match self.get(key) {
+                Ok(Some(got)) => {
+                    let value = &got.value;
                     match abi::get_reply(self.profile, arg, key_span, out_size, value.len()) {
-                        Ok(v) => reply.ioctl(0, &[&v.prefix, &value, v.suffix]),
+                        Ok(v) => reply.ioctl(0, &[&v.prefix, value, v.suffix]),
                         Err(retry) => self.retry(reply, &retry.input, &retry.output),
                     }
+                    self.offer(key, &got);
                 }
                 Ok(None) => reply.error(libc::ENOENT),
                 Err(e) => reply.error(errno_of(&e)),
             },
-            Command::SafeGet { key, capacity } => match self.engine.get(key) {
-                Ok(Some(value)) => {
-                    let r = abi::safe_get_reply(capacity, value.len());
-                    let value: &[u8] = if r.with_value { &value } else { &[] };
+            Command::SafeGet { key, capacity } => match self.get(key) {
+                Ok(Some(got)) => {
+                    let r = abi::safe_get_reply(capacity, got.value.len());
+                    let value: &[u8] = if r.with_value { &got.value } else { &[] };
                     reply.ioctl(r.result, &[&r.value_len, value]);
+                    self.offer(key, &got);
                 }
                 Ok(None) => reply.error(libc::ENOENT),
                 Err(e) => reply.error(errno_of(&e)),

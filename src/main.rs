@@ -16,16 +16,18 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 
 use hpkv_abi::{ParseProfileError, Profile};
-use hpkv_engine::{self as engine, Config, Durability, Engine};
+use hpkv_engine::{self as engine, Config, Durability, Engine, ObserverSink};
 
 use cuse::Server;
 use device::HpkvDevice;
+use view::SharedView;
 
 mod cuse;
 mod device;
 mod ffi;
 mod monitor;
 mod progress;
+mod view;
 
 /// hpkvd's version: the package's, the commit and the build profile (also in STATS).
 pub const VERSION: &str = concat!(
@@ -117,6 +119,28 @@ struct Options {
     /// Size of the default image when it has to be created, in MiB
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     image_mib: u64,
+
+    /// Publish a shared-memory view of the store (DIR/NAME.view) that clients on this host
+    /// read without a system call; with it on, --cache-mib is split half and half between the
+    /// view's values and the engine's own cache
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    shared_view: Switch,
+
+    /// Directory of the shared view (created 0750, group hpkv, if missing)
+    #[arg(long, default_value = view::VIEW_DIR_DEFAULT, value_name = "DIR")]
+    view_dir: PathBuf,
+
+    /// Most keys the shared view grows to hold (64 bytes of key table per key); beyond it,
+    /// lookups of absent keys go to the device
+    #[arg(long, default_value_t = view::VIEW_KEYS_MAX_DEFAULT, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=hpkv_view::KEYS_MAX))]
+    view_keys_max: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -180,13 +204,19 @@ enum RunError {
     Close(engine::Error),
     /// The kernel ended the CUSE connection of `/dev/NAME`.
     ConnectionLost { name: String },
+    /// The shared view's directory could not be made.
+    ViewDir { path: PathBuf, source: io::Error },
+    /// The shared view forbids serving (another hpkvd's name, a view that cannot be retired).
+    View(view::ViewError),
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Signals(e) => write!(f, "blocking SIGINT and SIGTERM: {e}"),
-            RunError::Image { path, source } => write!(f, "{}: {source}", path.display()),
+            RunError::Image { path, source } | RunError::ViewDir { path, source } => {
+                write!(f, "{}: {source}", path.display())
+            }
             RunError::Profile(e) => e.fmt(f),
             RunError::Open { path, source } => write!(f, "{}: {source}", path.display()),
             RunError::Serve(e) => e.fmt(f),
@@ -195,6 +225,7 @@ impl fmt::Display for RunError {
             RunError::ConnectionLost { name } => {
                 write!(f, "the kernel ended the CUSE connection of /dev/{name}")
             }
+            RunError::View(e) => e.fmt(f),
         }
     }
 }
@@ -203,7 +234,8 @@ impl std::error::Error for RunError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RunError::Signals(e) | RunError::Poll(e) => Some(e),
-            RunError::Image { source, .. } => Some(source),
+            RunError::Image { source, .. } | RunError::ViewDir { source, .. } => Some(source),
+            RunError::View(e) => Some(e),
             RunError::Profile(e) => Some(e),
             RunError::Open { source, .. } => Some(source),
             RunError::Serve(e) => Some(e),
@@ -267,6 +299,38 @@ fn wait_for_stop(signal_fd: &SignalFd, stop: &EventFd) -> Result<bool, RunError>
     }
 }
 
+/// The shared view `--shared-view` asks for (not built yet), and the lock on the name in the
+/// view directory. With the view off, a predecessor's view is marked dead.
+fn shared_view(
+    opts: &Options,
+    profile: Profile,
+    cache_bytes: u64,
+) -> Result<(Option<Arc<SharedView>>, Option<view::NameLock>), RunError> {
+    let path = view::view_path(&opts.view_dir, &opts.name);
+    let shared_view = match opts.shared_view {
+        Switch::On => {
+            let settings = view::Settings {
+                path: path.clone(),
+                keys_min: view::VIEW_KEYS_MIN,
+                keys_max: opts.view_keys_max,
+                value_arena_bytes: cache_bytes / 2,
+                abi_profile: u32::try_from(profile.number()).expect("profile numbers are small"),
+            };
+            let v = SharedView::new(settings).map_err(|source| RunError::ViewDir {
+                path: opts.view_dir.clone(),
+                source,
+            })?;
+            Some(Arc::new(v))
+        }
+        Switch::Off => None,
+    };
+    let lock = view::claim_name(&opts.view_dir, &opts.name).map_err(RunError::View)?;
+    if shared_view.is_none() {
+        view::retire(&path).map_err(RunError::View)?;
+    }
+    Ok((shared_view, lock))
+}
+
 fn run(opts: Options) -> Result<(), RunError> {
     // Block the termination signals in every thread (threads inherit the mask); main reads
     // them from a signalfd.
@@ -279,7 +343,7 @@ fn run(opts: Options) -> Result<(), RunError> {
     if !cuse::available() {
         return Err(RunError::Serve(cuse::StartError::NoCuse));
     }
-    let path = match opts.device.or(opts.mount_path) {
+    let path = match opts.device.clone().or(opts.mount_path.clone()) {
         Some(path) => path,
         None => default_image(opts.image_mib)?,
     };
@@ -290,30 +354,50 @@ fn run(opts: Options) -> Result<(), RunError> {
             max_writes: opts.write_behind_writes.max(1),
         },
     };
+    let profile: Profile = opts.abi.parse().map_err(RunError::Profile)?;
+    let cache_bytes = opts.cache_mib << 20;
+    // Held until exit: a second hpkvd under this name must not touch this one's view.
+    let (shared_view, _name_lock) = shared_view(&opts, profile, cache_bytes)?;
     let config = Config {
         durability,
-        cache_bytes: opts.cache_mib << 20,
+        // With the view, half the value memory is the view's (see README, "Shared view").
+        cache_bytes: cache_bytes - shared_view.as_ref().map_or(0, |_| cache_bytes / 2),
         initialize_if_empty: opts.initialize_if_empty,
         force_initialize: opts.force_initialize,
         force_read_disk: opts.force_read_disk,
         background_compaction: true,
         progress: progress::on_terminal(),
-        observer: None,
+        observer: shared_view
+            .as_ref()
+            .map(|v| ObserverSink(v.clone() as Arc<dyn engine::Observer>)),
     };
-    let profile: Profile = opts.abi.parse().map_err(RunError::Profile)?;
     let engine = Engine::open_path(&path, config).map_err(|source| RunError::Open {
         path: path.clone(),
         source,
     })?;
     let engine = Arc::new(engine);
+    if let Some(v) = &shared_view {
+        // Before the node exists: the predecessor's view is dead before anyone can write.
+        if let Err(e) = v.build(&engine) {
+            engine.close().map_err(RunError::Close)?;
+            return Err(RunError::View(e));
+        }
+    }
     let info = monitor::identity(&engine, &opts.name, &path, profile, durability);
-    let device = Arc::new(HpkvDevice::new(engine.clone(), profile).with_info(info));
+    let device =
+        Arc::new(HpkvDevice::new(engine.clone(), profile, shared_view.clone()).with_info(info));
     let mut server =
         Server::start(&opts.name, device, usize::from(opts.threads)).map_err(RunError::Serve)?;
     if let Err(e) = server.wait_registered(Duration::from_secs(10)) {
         server.stop_workers();
         engine.close().map_err(RunError::Close)?;
+        if let Some(v) = &shared_view {
+            v.shutdown();
+        }
         return Err(RunError::Serve(e));
+    }
+    if let Some(v) = &shared_view {
+        v.publish_for(&opts.name);
     }
     log::info!(
         "serving /dev/{} ({} profile, {:?} durability) from {}",
@@ -329,6 +413,10 @@ fn run(opts: Options) -> Result<(), RunError> {
     // the device node.
     server.stop_workers();
     let closed = engine.close();
+    // After the last acknowledgement: readers go to the device (and find it gone).
+    if let Some(v) = &shared_view {
+        v.shutdown();
+    }
     server.unregister();
     closed.map_err(RunError::Close)?;
     log::info!("stopped; everything acknowledged is on {}", path.display());

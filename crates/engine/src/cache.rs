@@ -67,6 +67,14 @@ impl ValueCache {
         }
     }
 
+    /// Like [`ValueCache::get`], without counting a hit or a miss.
+    pub fn peek(&self, key: &[u8], seq: u64) -> Option<Arc<[u8]>> {
+        self.cache
+            .get(key)
+            .filter(|c| c.seq == seq)
+            .map(|c| c.value)
+    }
+
     pub fn insert(&self, key: &[u8], seq: u64, value: Arc<[u8]>) {
         if key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD > self.capacity_bytes / 8 {
             return; // one value must not flush a large part of the cache

@@ -84,7 +84,7 @@ use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use device::{BlockDevice, FileDevice, OpenDeviceError};
-pub use observe::{Applied, Change, Observer, ObserverSink};
+pub use observe::{Applied, Change, LiveKey, Observer, ObserverSink};
 pub use writer::WriteOp;
 
 use cache::ValueCache;
@@ -608,10 +608,11 @@ impl Engine {
         })
     }
 
-    /// Calls `f(key, seq, value_len)` for every live key, in key order, without reading
-    /// values. Keys are copied out a chunk at a time: a write running alongside may or may
-    /// not be seen (an [`Observer`] tells about those).
-    pub fn for_each_key(&self, f: impl FnMut(&[u8], u64, u32)) {
+    /// Calls `f` for every live key, in key order, with its sequence number, its value's
+    /// length and the value if the value cache holds it (no device read). Keys are copied
+    /// out a chunk at a time: a write running alongside may or may not be seen (an
+    /// [`Observer`] tells about those).
+    pub fn for_each_key(&self, f: impl FnMut(LiveKey<'_>)) {
         observe::for_each_key(&self.shared, f);
     }
 

@@ -47,13 +47,23 @@ pub struct Applied<'a> {
 }
 
 impl Applied<'_> {
-    /// Calls `f(key, seq, value_len)` for every live key as the index holds it now (this
-    /// batch included), like [`crate::Engine::for_each_key`]. Safe to call from
-    /// [`Observer::applied`]: no write can change the index meanwhile, since the committer
-    /// is the caller.
-    pub fn for_each_key(&self, f: impl FnMut(&[u8], u64, u32)) {
+    /// Calls `f` for every live key as the index holds it now (this batch included), like
+    /// [`crate::Engine::for_each_key`]. Safe to call from [`Observer::applied`]: no write
+    /// can change the index meanwhile, since the committer is the caller.
+    pub fn for_each_key(&self, f: impl FnMut(LiveKey<'_>)) {
         for_each_key(self.shared, f);
     }
+}
+
+/// A live key as [`crate::Engine::for_each_key`] lists it.
+#[derive(Clone, Copy, Debug)]
+pub struct LiveKey<'a> {
+    pub key: &'a [u8],
+    /// The sequence number of the write that stored its value.
+    pub seq: u64,
+    pub value_len: u32,
+    /// The value, if the engine's value cache holds it.
+    pub cached: Option<&'a Arc<[u8]>>,
 }
 
 /// Told about every applied write, on the committer thread, before it is acknowledged.
@@ -76,9 +86,9 @@ impl fmt::Debug for ObserverSink {
     }
 }
 
-/// Every live key with its sequence number and value length, in key order, a chunk at a
-/// time (the index lock is never held while `f` runs).
-pub(crate) fn for_each_key(shared: &Shared, mut f: impl FnMut(&[u8], u64, u32)) {
+/// Every live key with its sequence number, value length and cached value, in key order,
+/// a chunk at a time (the index lock is never held while `f` runs).
+pub(crate) fn for_each_key(shared: &Shared, mut f: impl FnMut(LiveKey<'_>)) {
     let mut from: Bound<Box<[u8]>> = Bound::Unbounded;
     loop {
         let mut chunk: Vec<(Box<[u8]>, u64, u32)> = Vec::with_capacity(KEYS_PER_LOCK);
@@ -95,7 +105,13 @@ pub(crate) fn for_each_key(shared: &Shared, mut f: impl FnMut(&[u8], u64, u32)) 
             });
         let full = chunk.len() == KEYS_PER_LOCK;
         for (key, seq, value_len) in &chunk {
-            f(key, *seq, *value_len);
+            let cached = shared.cache.as_ref().and_then(|c| c.peek(key, *seq));
+            f(LiveKey {
+                key,
+                seq: *seq,
+                value_len: *value_len,
+                cached: cached.as_ref(),
+            });
         }
         match chunk.pop() {
             Some((last, _, _)) if full => from = Bound::Excluded(last),
@@ -250,10 +266,16 @@ mod tests {
         }
         engine.delete(b"key00007").unwrap();
         let mut keys = Vec::new();
-        engine.for_each_key(|k, seq, len| {
-            assert_eq!(len, 3);
-            keys.push((k.to_vec(), seq));
+        let mut cached = 0;
+        engine.for_each_key(|k| {
+            assert_eq!(k.value_len, 3);
+            if let Some(v) = k.cached {
+                assert_eq!(&v[..], b"vvv");
+                cached += 1;
+            }
+            keys.push((k.key.to_vec(), k.seq));
         });
+        assert!(cached > 0, "the cache holds written values");
         assert_eq!(keys.len(), 2499);
         assert!(keys.windows(2).all(|w| w[0].0 < w[1].0), "not in key order");
         assert!(!keys.iter().any(|(k, _)| k == b"key00007"));
