@@ -5,6 +5,8 @@
 //! Usage:
 //! ```text
 //! client_suite [--device PATH]                   the extension tests; HPKV-RESULT lines
+//!                                                (client:NAME; with HPKV_SHARED_VIEW=off,
+//!                                                client-device:NAME, every GET by ioctl)
 //! client_suite range --device PATH --count N     scans a store of N keys (made by
 //!                                                prepare-image) in order, with continuation
 //! client_suite prepare-image IMAGE N             (on the host) writes a store of N keys
@@ -141,9 +143,53 @@ fn suite(device: &str) {
         ("stats_counts_and_proc_lines", stats_counts_and_proc_lines),
         ("sync_and_typed_errors", sync_and_typed_errors),
         ("purge", purge),
+        ("get_goes_where_the_view_says", get_goes_where_the_view_says),
     ];
+    let prefix = if view_off() {
+        "client-device"
+    } else {
+        "client"
+    };
     for (name, test) in tests {
-        report(&format!("client:{name}"), || test(device));
+        report(&format!("{prefix}:{name}"), || test(device));
+    }
+}
+
+/// Whether this run keeps clients off the shared view (`HPKV_SHARED_VIEW=off`).
+fn view_off() -> bool {
+    std::env::var_os(hpkv_client::VIEW_ENV).is_some_and(|v| v == "off" || v == "0")
+}
+
+/// With the view, GETs of written values and of absent keys make no ioctl (hpkvd's
+/// `ioctl_requests` does not move); without it, each is one ioctl (or more).
+fn get_goes_where_the_view_says(device: &str) {
+    let c = Client::open(device).unwrap();
+    c.put(b"cl-view", b"seen").unwrap();
+    assert!(c.delete(b"cl-view-absent").is_ok());
+    // A STATS call counts its own rounds: measure them first.
+    let first = c.stats().unwrap().ioctl_requests;
+    let before = c.stats().unwrap().ioctl_requests;
+    let per_stats = before - first;
+    for _ in 0..10 {
+        assert_eq!(c.get(b"cl-view").unwrap().as_deref(), Some(&b"seen"[..]));
+        assert_eq!(c.get(b"cl-view-absent").unwrap(), None);
+    }
+    let requests = c.stats().unwrap().ioctl_requests - before - per_stats;
+    let counted = c.view_counters();
+    if view_off() {
+        assert!(!c.has_view());
+        assert!(requests >= 20, "{requests} requests for 20 GETs by ioctl");
+        assert_eq!((counted.hits, counted.misses), (0, 0));
+    } else {
+        assert!(c.has_view(), "no live view of {device}");
+        assert_eq!(requests, 0, "GETs through the view reached the daemon");
+        assert_eq!((counted.hits, counted.misses, counted.device), (10, 10, 0));
+        let device_only = Client::open(device).unwrap().without_view();
+        assert_eq!(
+            device_only.get(b"cl-view").unwrap().as_deref(),
+            Some(&b"seen"[..])
+        );
+        assert_eq!(device_only.view_counters().device, 1);
     }
 }
 

@@ -34,6 +34,15 @@
 //! [`GET_INITIAL_CAPACITY`] bytes, and a [`Range`] one ioctl per page. A `Client` may be
 //! shared between threads (`&self` everywhere); the daemon serves calls concurrently.
 //!
+//! # GETs without a system call
+//! hpkvd publishes a shared-memory view of its store (`/run/hpkv/NAME.view`, readable by
+//! group `hpkv`). A client opened on the node uses it: [`Client::get`] answers from the view
+//! when the view holds the value or knows the key is absent, with no system call, and asks
+//! the device otherwise. What it answers is what the device would: a GET that starts after
+//! a write was acknowledged sees it. [`Client::without_view`] (or `HPKV_SHARED_VIEW=off` in
+//! the environment, [`VIEW_ENV`]) keeps a client on the device; [`Client::view_counters`]
+//! tells which way GETs went.
+//!
 //! # Profiles
 //! Which layout DELETE takes depends on the profile the daemon serves (`hpkvd --abi`); the
 //! client learns it once, at open, from the `abi_profile` field of `HPKV_IOC_STATS`. Reads use
@@ -60,9 +69,11 @@ mod ffi;
 mod range;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use error::{Error, Result};
 pub use range::Range;
+pub use view::{ViewCounters, VIEW_ENV};
 
 /// The ABI crate, for its limits ([`abi::KEY_MAX`], [`abi::VALUE_MAX`]) and numbers.
 pub use hpkv_abi as abi;
@@ -147,6 +158,8 @@ impl Transport for Device {
 pub struct Client {
     io: Box<dyn Transport>,
     profile: Profile,
+    /// The shared view GETs try first.
+    view: view::ViewLink,
 }
 
 impl fmt::Debug for Client {
@@ -170,8 +183,13 @@ impl Client {
     /// [`Error::Io`] when the device cannot be opened (ENOENT: no hpkvd serves it; EACCES:
     /// not in its group), [`Error::Unsupported`] when it is not hpkvd's.
     pub fn open(path: impl AsRef<Path>) -> Result<Client> {
+        let path = path.as_ref();
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Client::from_file(file)
+        let view = view::ViewLink::for_node(&file, Some(path));
+        Ok(Client {
+            view,
+            ..Client::from_transport(Box::new(Device(file)))?
+        })
     }
 
     /// Opens [`DEFAULT_DEVICE`].
@@ -211,7 +229,11 @@ impl Client {
     /// # Errors
     /// [`Error::Unsupported`] when the file is not hpkvd's device.
     pub fn from_file(file: File) -> Result<Client> {
-        Client::from_transport(Box::new(Device(file)))
+        let view = view::ViewLink::for_node(&file, None);
+        Ok(Client {
+            view,
+            ..Client::from_transport(Box::new(Device(file)))?
+        })
     }
 
     /// A client over an already open device that serves `profile`, without asking it.
@@ -219,6 +241,7 @@ impl Client {
     /// that another driver could read differently.
     pub fn with_profile(file: File, profile: Profile) -> Client {
         Client {
+            view: view::ViewLink::for_node(&file, None),
             io: Box::new(Device(file)),
             profile,
         }
@@ -228,6 +251,7 @@ impl Client {
         let mut client = Client {
             io,
             profile: Profile::Readme,
+            view: view::ViewLink::off(),
         };
         let number = client.stats()?.abi_profile;
         client.profile = Profile::from_number(number)
@@ -240,14 +264,36 @@ impl Client {
         self.profile
     }
 
+    /// The same client with every GET going to the device, never to the shared view.
+    #[must_use]
+    pub fn without_view(self) -> Client {
+        Client {
+            view: view::ViewLink::off(),
+            ..self
+        }
+    }
+
+    /// Whether GETs can be answered from a live shared view right now.
+    pub fn has_view(&self) -> bool {
+        self.view.is_live()
+    }
+
+    /// How this client's GETs were answered so far: by the view (values, absences) or by the
+    /// device.
+    pub fn view_counters(&self) -> ViewCounters {
+        self.view.counters()
+    }
+
     fn call(&self, call: Call<'_>) -> Result<()> {
         self.io.call(call).map_err(Error::from_errno)
     }
 
     /// The value of `key`, or `None` when there is none.
     ///
-    /// Uses the bounded `HPKV_IOC_GET`: a first call offers [`GET_INITIAL_CAPACITY`] bytes;
-    /// a longer value is answered with its length, and a second call offers exactly that.
+    /// First the shared view, with no system call (see the crate documentation); when the
+    /// view cannot answer, the bounded `HPKV_IOC_GET`: a first call offers
+    /// [`GET_INITIAL_CAPACITY`] bytes; a longer value is answered with its length, and a
+    /// second call offers exactly that.
     ///
     /// ```no_run
     /// # let hpkv = hpkv_client::Client::open_default()?;
@@ -261,6 +307,11 @@ impl Client {
     /// # Errors
     /// [`Error::Request`] for a key of 0 or over 512 bytes; the device's errors.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.view.get(key) {
+            view::Answer::Value(value) => return Ok(Some(value)),
+            view::Answer::Absent => return Ok(None),
+            view::Answer::Device => {}
+        }
         let mut capacity = GET_INITIAL_CAPACITY.min(abi::VALUE_MAX);
         for attempt in 1..=GET_CALLS_MAX {
             let mut buf = abi::encode_safe_get(key, capacity)?;

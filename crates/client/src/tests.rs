@@ -539,3 +539,50 @@ fn info_comes_through_the_retry_protocol() {
         assert_eq!(sim.count(abi::IOC_INFO), 1);
     }
 }
+
+#[test]
+fn get_answers_from_the_view_of_its_node_and_asks_the_device_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.view");
+    let mut config = hpkv_view::ViewConfig::new(64, 4096, 4096);
+    config.device = 42;
+    let mut w = hpkv_view::ViewWriter::create(&path, &config).unwrap();
+    w.upsert(b"cached", 1, Some(b"from the view"), 13).unwrap();
+    w.upsert(b"not-cached", 2, None, 10).unwrap();
+    w.publish().unwrap();
+    let sim = Sim::new(Profile::Readme);
+    {
+        let mut store = sim.store.lock().unwrap();
+        store.insert(b"cached".to_vec(), b"from the device".to_vec());
+        store.insert(b"not-cached".to_vec(), b"device too".to_vec());
+    }
+    let with_view = |rdev| Client {
+        view: view::ViewLink::at(path.clone(), rdev),
+        ..client(&sim)
+    };
+    let c = with_view(42);
+    assert!(c.has_view());
+    assert_eq!(c.get(b"cached").unwrap().unwrap(), b"from the view");
+    assert_eq!(c.get(b"absent").unwrap(), None);
+    assert_eq!(sim.count(abi::IOC_GET), 0, "the view answered both");
+    assert_eq!(c.get(b"not-cached").unwrap().unwrap(), b"device too");
+    assert_eq!(sim.count(abi::IOC_GET), 1);
+    let counted = c.view_counters();
+    assert_eq!((counted.hits, counted.misses, counted.device), (1, 1, 1));
+
+    let c = c.without_view();
+    assert!(!c.has_view());
+    assert_eq!(c.get(b"cached").unwrap().unwrap(), b"from the device");
+    let other_node = with_view(43);
+    assert!(!other_node.has_view(), "a view of another node");
+    assert_eq!(
+        other_node.get(b"cached").unwrap().unwrap(),
+        b"from the device"
+    );
+
+    let c = with_view(42);
+    drop(w); // the daemon exited: its view is dead
+    assert_eq!(c.get(b"cached").unwrap().unwrap(), b"from the device");
+    assert_eq!(c.get(b"absent").unwrap(), None);
+    assert_eq!(c.view_counters().device, 2);
+}
