@@ -20,6 +20,8 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return 2;
 	parse_args(argc, argv, 2, &records, &samples);
+	if (records < 1)
+		return 2;
 	ns = malloc(samples * sizeof *ns);
 	h = hpkv_open(argv[1]);
 	if (!ns || !h) {

@@ -67,8 +67,8 @@ static void parse_args(int argc, char **argv, int first, long *records, size_t *
 	}
 	*records = strtol(argv[first], NULL, 10);
 	*samples = (size_t)strtoul(argv[first + 1], NULL, 10);
-	if (*records < 1 || *samples < 100) {
-		fprintf(stderr, "%s: RECORDS >= 1 and SAMPLES >= 100\n", argv[0]);
+	if (*records < 0 || *samples < 100) {
+		fprintf(stderr, "%s: RECORDS >= 0 and SAMPLES >= 100\n", argv[0]);
 		exit(2);
 	}
 }
