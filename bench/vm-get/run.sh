@@ -39,7 +39,8 @@ rm -rf "$payload"
 mkdir -p "$payload"
 
 hpkv_log "building hpkvd and the libraries (release)"
-cargo build --release --quiet --bin hpkvd -p hpkv-capi -p hpkv-preload
+cargo build --release --quiet --bin hpkvd
+cargo build --release --quiet -p hpkv-capi -p hpkv-preload
 cp "${HPKV_BENCH_HPKVD:-target/release/hpkvd}" "$payload/hpkvd"
 cp target/release/libhpkv.so target/release/libhpkv_preload.so "$payload/"
 cargo test --release --no-run --quiet --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
