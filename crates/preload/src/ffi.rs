@@ -45,16 +45,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hpkv_abi::{self as abi, StatsRecord};
 
-use crate::get::{self, Answer, CallerMemory, Form};
+use crate::get::{self, Answer, CallerMemory, Form, Scratch};
 use crate::{fds, memmap, nodes, stats};
 
 type Fd = c_int;
 
-thread_local! {
+/// What each thread keeps (one thread-local, so one look-up per call).
+struct Local {
     /// Set while this thread runs the library's own code.
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
-    /// Where the view copies a value before it goes to the caller's memory.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    inside: Cell<bool>,
+    /// Where the key and the value are copied before the value goes to the caller's memory.
+    scratch: RefCell<Scratch>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            inside: Cell::new(false),
+            scratch: RefCell::new(Scratch::new()),
+        }
+    };
     /// Set while this thread resolves a name with `dlsym`.
     static RESOLVING: Cell<bool> = const { Cell::new(false) };
 }
@@ -69,23 +79,30 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
-/// Runs the library's own work `f`: `None` (the caller goes to the next definition) when
-/// this thread is already inside the library, its thread-locals are gone, or `f` panicked.
-/// `errno` is as it was before.
-fn enter<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let was_inside = INSIDE.try_with(|c| c.replace(true)).ok()?;
-    if was_inside {
-        return None;
-    }
-    let saved = errno();
-    let result = catch_unwind(AssertUnwindSafe(f)).ok();
-    set_errno(saved);
-    let _ = INSIDE.try_with(|c| c.set(false));
-    result
+/// Runs the library's own work `f` with this thread's scratch buffer: `None` (the caller goes
+/// to the next definition) when this thread is already inside the library, its thread-locals
+/// are gone, or `f` panicked. `errno` is as it was before.
+fn enter<T>(f: impl FnOnce(&mut Scratch) -> T) -> Option<T> {
+    LOCAL
+        .try_with(|local| {
+            if local.inside.replace(true) {
+                return None;
+            }
+            let result = local.scratch.try_borrow_mut().ok().and_then(|mut scratch| {
+                let saved = errno();
+                let result = catch_unwind(AssertUnwindSafe(|| f(&mut scratch))).ok();
+                set_errno(saved);
+                result
+            });
+            local.inside.set(false);
+            result
+        })
+        .ok()
+        .flatten()
 }
 
 fn inside() -> bool {
-    INSIDE.try_with(Cell::get).unwrap_or(true)
+    LOCAL.try_with(|l| l.inside.get()).unwrap_or(true)
 }
 
 // ------------------------------------------------------------------ the next definitions
@@ -237,7 +254,7 @@ extern "C" fn child_after_fork() {
 }
 
 extern "C" fn init() {
-    let _ = enter(|| {
+    let _ = enter(|_| {
         next_fn::resolve_all();
         nodes::init_env();
         // SAFETY: registers a handler that only touches atomics of this library.
@@ -283,6 +300,14 @@ impl CallerMemory for UserMemory {
         }
     }
 
+    fn find_nul(&self, limit: usize) -> Option<usize> {
+        assert!(limit <= self.span, "search past the span");
+        // SAFETY: as in `read`: [arg, arg + limit) is inside the span. memchr reads only those
+        // bytes and returns NULL or a pointer into them.
+        let found = unsafe { libc::memchr(self.arg as *const c_void, 0, limit) };
+        (!found.is_null()).then(|| found as usize - self.arg)
+    }
+
     fn write(&self, at: usize, bytes: &[u8]) {
         assert!(
             at <= self.span && bytes.len() <= self.span - at,
@@ -297,20 +322,14 @@ impl CallerMemory for UserMemory {
 }
 
 /// Answers a GET on a tracked descriptor from its node's view.
-fn view_get(entry: fds::Entry, form: Form, arg: usize) -> Option<Answer> {
+fn view_get(entry: fds::Entry, form: Form, arg: usize, scratch: &mut Scratch) -> Option<Answer> {
     let view = nodes::view(entry.node)?;
     let span = memmap::rw_span(arg as u64)?;
     let mem = UserMemory {
         arg,
         span: usize::try_from(span).ok()?,
     };
-    SCRATCH
-        .try_with(|scratch| {
-            let mut scratch = scratch.try_borrow_mut().ok()?;
-            view.with(|reader| get::answer(form, reader, &mem, &mut scratch))
-        })
-        .ok()
-        .flatten()
+    view.with(|reader| get::answer(form, reader, &mem, scratch))
 }
 
 /// `ioctl(fd, request, arg)`: GETs on tracked descriptors from the view, all else to the
@@ -323,7 +342,7 @@ pub unsafe extern "C" fn ioctl(fd: Fd, request: c_ulong, arg: *mut c_void) -> c_
     if let Some(form) = Form::of_request(request) {
         if !arg.is_null() {
             if let Some(entry) = fds::get(fd) {
-                match enter(|| view_get(entry, form, arg as usize)).flatten() {
+                match enter(|scratch| view_get(entry, form, arg as usize, scratch)).flatten() {
                     Some(Answer::Done) => return 0,
                     Some(Answer::Fail(e)) => {
                         set_errno(e);
@@ -354,7 +373,7 @@ fn opened(fd: Fd, path: *const c_char, flags: c_int, from_stdio: bool) -> Fd {
     if fd >= 0 {
         fds::clear(fd);
         if flags & libc::O_PATH == 0 {
-            let _ = enter(|| track(fd, from_stdio));
+            let _ = enter(|_| track(fd, from_stdio));
         }
         set_errno(err);
         return fd;
@@ -364,7 +383,7 @@ fn opened(fd: Fd, path: *const c_char, flags: c_int, from_stdio: bool) -> Fd {
         // definition read it as one without failing with EFAULT.
         let path = unsafe { CStr::from_ptr(path) };
         if stats::is_proc_stats(path.to_bytes()) {
-            if let Some(Some(fd)) = enter(|| proc_stats_fd(flags & libc::O_CLOEXEC)) {
+            if let Some(Some(fd)) = enter(|_| proc_stats_fd(flags & libc::O_CLOEXEC)) {
                 return fd;
             }
         }

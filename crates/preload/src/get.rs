@@ -25,6 +25,20 @@ pub trait CallerMemory {
     fn read(&self, at: usize, out: &mut [u8]);
     /// Copies `bytes` to `arg + at`.
     fn write(&self, at: usize, bytes: &[u8]);
+    /// The offset of the first NUL in the first `limit` bytes (`limit` within the span).
+    fn find_nul(&self, limit: usize) -> Option<usize> {
+        let mut chunk = [0u8; SCAN_CHUNK_BYTES];
+        let mut at = 0;
+        while at < limit {
+            let n = SCAN_CHUNK_BYTES.min(limit - at);
+            self.read(at, &mut chunk[..n]);
+            if let Some(nul) = chunk[..n].iter().position(|&b| b == 0) {
+                return Some(at + nul);
+            }
+            at += n;
+        }
+        None
+    }
 }
 
 /// Which GET.
@@ -72,26 +86,52 @@ const SAFE_KEY_AT: usize = std::mem::offset_of!(abi::uapi::hpkv_get, key);
 const SAFE_VALUE_AT: usize = abi::GET_STRUCT_SIZE;
 /// A readme key and its NUL lie within this many bytes.
 const STR_KEY_SPAN_MAX: usize = abi::STR_KEY_MAX + 1;
-/// The readme key is looked for in pieces of this many bytes.
+/// The readme key's NUL is looked for in pieces of this many bytes (by the default
+/// [`CallerMemory::find_nul`]).
 const SCAN_CHUNK_BYTES: usize = 32;
 
 const _: () = assert!(V13_LEN_AT == 2 && V13_VALUE_AT == 10);
 const _: () = assert!(SAFE_LEN_AT == 16 && SAFE_KEY_AT == 24 && SAFE_VALUE_AT == 536);
 
-/// Answers one GET of `form` at the caller's memory from `view`. `scratch` receives the value
-/// (the view validates it before the caller's memory is touched).
+/// A thread's room for one GET, kept between calls (so that nothing is zeroed or allocated
+/// per call once the value buffer has grown).
+#[derive(Debug)]
+pub struct Scratch {
+    /// The key, copied from the caller.
+    pub key: [u8; abi::KEY_MAX],
+    /// The value, copied and validated by the view before the caller's memory is touched.
+    pub value: Vec<u8>,
+}
+
+impl Scratch {
+    /// An empty scratch (usable in a `const` thread-local).
+    pub const fn new() -> Scratch {
+        Scratch {
+            key: [0; abi::KEY_MAX],
+            value: Vec::new(),
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch::new()
+    }
+}
+
+/// Answers one GET of `form` at the caller's memory from `view`.
 pub fn answer(
     form: Form,
     view: &ViewReader,
     mem: &impl CallerMemory,
-    scratch: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Answer {
-    let mut key = [0u8; abi::KEY_MAX];
+    let Scratch { key, value } = scratch;
     match form {
-        Form::Safe => safe_get(view, mem, &mut key, scratch),
+        Form::Safe => safe_get(view, mem, key, value),
         Form::Module => match u64::from(view.abi_profile()) {
-            abi::ABI_README => readme_get(view, mem, &mut key, scratch),
-            abi::ABI_V13 => v13_get(view, mem, &mut key, scratch),
+            abi::ABI_README => readme_get(view, mem, key, value),
+            abi::ABI_V13 => v13_get(view, mem, key, value),
             _ => Answer::Forward,
         },
     }
@@ -100,25 +140,12 @@ pub fn answer(
 /// The key's length if a NUL ends it within 512 bytes of readable memory; `None` for an
 /// empty key, no NUL in 512 bytes, or memory that ends first (the device decides those).
 fn readme_key(mem: &impl CallerMemory, key: &mut [u8; abi::KEY_MAX]) -> Option<usize> {
-    let limit = STR_KEY_SPAN_MAX.min(mem.span());
-    let mut chunk = [0u8; SCAN_CHUNK_BYTES];
-    let mut at = 0;
-    while at < limit {
-        let n = SCAN_CHUNK_BYTES.min(limit - at);
-        mem.read(at, &mut chunk[..n]);
-        if let Some(nul) = chunk[..n].iter().position(|&b| b == 0) {
-            let len = at + nul;
-            if len == 0 {
-                return None;
-            }
-            key[at..len].copy_from_slice(&chunk[..nul]);
-            return Some(len);
-        }
-        // No NUL yet: the piece is key (`limit` keeps it within `key`).
-        key[at..at + n].copy_from_slice(&chunk[..n]);
-        at += n;
+    let len = mem.find_nul(STR_KEY_SPAN_MAX.min(mem.span()))?;
+    if len == 0 {
+        return None;
     }
-    None
+    mem.read(0, &mut key[..len]);
+    Some(len)
 }
 
 fn readme_get(

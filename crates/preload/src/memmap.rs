@@ -37,6 +37,8 @@ struct Table {
     /// The value of [`INVALIDATIONS`] before the maps were read.
     epoch: AtomicU64,
     count: AtomicUsize,
+    /// The index of the range the last lookup found (a hint: checked before use).
+    hint: AtomicUsize,
     starts: [AtomicU64; RANGES_MAX],
     ends: [AtomicU64; RANGES_MAX],
     /// Held by the one thread rewriting the table (never waited for).
@@ -50,6 +52,7 @@ static TABLE: Table = Table {
     // Never equal to INVALIDATIONS before the first read.
     epoch: AtomicU64::new(u64::MAX),
     count: AtomicUsize::new(0),
+    hint: AtomicUsize::new(0),
     starts: [const { AtomicU64::new(0) }; RANGES_MAX],
     ends: [const { AtomicU64::new(0) }; RANGES_MAX],
     writing: AtomicBool::new(false),
@@ -108,6 +111,19 @@ fn lookup(addr: u64) -> Found {
             return Found::Stale;
         }
         let count = t.count.load(Ordering::Relaxed).min(RANGES_MAX);
+        // Most GETs of a program use the buffer the last one used: try its range first.
+        let hint = t.hint.load(Ordering::Relaxed);
+        if hint < count
+            && t.starts[hint].load(Ordering::Relaxed) <= addr
+            && addr < t.ends[hint].load(Ordering::Relaxed)
+        {
+            let end = t.ends[hint].load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if t.version.load(Ordering::Relaxed) == v1 {
+                return Found::End(end);
+            }
+            continue;
+        }
         // The last range starting at or below addr.
         let (mut lo, mut hi) = (0, count);
         while lo < hi {
@@ -118,13 +134,16 @@ fn lookup(addr: u64) -> Found {
                 hi = mid;
             }
         }
-        let end = lo
+        let found = lo
             .checked_sub(1)
-            .map(|i| t.ends[i].load(Ordering::Relaxed))
-            .filter(|&end| addr < end);
+            .map(|i| (i, t.ends[i].load(Ordering::Relaxed)))
+            .filter(|&(_, end)| addr < end);
         fence(Ordering::Acquire);
         if t.version.load(Ordering::Relaxed) == v1 {
-            return end.map_or(Found::Absent, Found::End);
+            return found.map_or(Found::Absent, |(i, end)| {
+                t.hint.store(i, Ordering::Relaxed);
+                Found::End(end)
+            });
         }
     }
     Found::Stale

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use hpkv_abi as abi;
 use hpkv_view::{ViewConfig, ViewReader, ViewWriter};
 
-use super::{answer, Answer, CallerMemory, Form};
+use super::{answer, Answer, CallerMemory, Form, Scratch};
 
 /// `bytes` stands for the caller's memory from `arg`; only its first `span` bytes are
 /// readable and writable (the rest is "unknown": touching it fails the test).
@@ -74,7 +74,7 @@ fn fixture(profile: u64) -> Fixture {
 }
 
 fn run(f: &Fixture, form: Form, mem: &Mem) -> Answer {
-    answer(form, &f.reader, mem, &mut Vec::new())
+    answer(form, &f.reader, mem, &mut Scratch::new())
 }
 
 fn readme_buf(key: &[u8], cap: usize) -> Vec<u8> {
