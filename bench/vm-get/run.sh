@@ -4,8 +4,9 @@
 # Usage: bench/vm-get/run.sh [--sizes "100 1000 10000 100000"] [--samples N] [--verbose]
 #
 # The module's method: one client, sequential, each GET timed alone, GET p50, mean and p99 at
-# each store size, every value verified; each divided by the same boot's getppid() p50 (under
-# TCG only ratios inside one boot mean anything). Three ways of reading:
+# each store size, every value verified; each divided by the same boot's getppid() p50 (the
+# median of those measured before and after each size; under TCG only ratios inside one boot
+# mean anything). Three ways of reading:
 #   device   an unmodified C client, ioctl(fd, 0, buf) (bench/vm-get/get_ioctl.c)
 #   preload  the same binary under LD_PRELOAD=target/release/libhpkv_preload.so
 #   lib      libhpkv's hpkv_get (bench/vm-get/get_lib.c)
@@ -82,8 +83,8 @@ rc=0
 
 # The table: ratios to the getppid() p50 measured just before each size.
 python3 - "$log" "$samples" <<'PY'
-import re, sys
-mode, last_ppid, timer, rows, gets = None, None, None, {}, {}
+import re, statistics, sys
+mode, timer, rows, gets, ppids = None, None, {}, {}, []
 for l in open(sys.argv[1], errors="replace"):
     l = l.strip()
     if m := re.match(r"^BENCH-MODE (\w+)$", l):
@@ -93,28 +94,32 @@ for l in open(sys.argv[1], errors="replace"):
     elif m := re.match(r"^BENCH (\w+) (\d+) (\d+) (\d+) (\d+)$", l):
         what, n, p50, mean, p99 = m.group(1), *map(int, m.groups()[1:])
         if what == "getppid":
-            last_ppid = p50
+            ppids.append(p50)
         elif what == "timer":
             timer = p50
         else:
-            rows.setdefault(n, {"getppid": last_ppid})[mode] = (p50, mean, p99)
+            rows.setdefault(n, {})[mode] = (p50, mean, p99)
+if not ppids or not rows:
+    sys.exit("no figures in the log")
+base = statistics.median(ppids)
 print()
-print(f"GET latency in the VM (TCG), {sys.argv[2]} samples per cell, each call timed alone. Ratios:")
-print("p50 / mean / p99 divided by getppid() p50 measured in the same boot just before;")
-print(f"two clock readings alone take {timer} ns (p50), included in every figure.")
+print(f"GET latency in the VM (TCG), {sys.argv[2]} samples per cell, each call timed alone.")
+print(f"Ratios: p50 / mean / p99 divided by this boot's getppid() p50, {base:.0f} ns (the median of")
+print(f"{len(ppids)} measurements through the run: {', '.join(map(str, ppids))}). Two clock readings alone")
+print(f"take {timer} ns (p50), included in every figure; the column \"less the timer\" takes it out of")
+print("both sides.")
 print()
-print("| records | getppid p50 | device (ioctl) | preload (same binary) | libhpkv | p50 less the timer: device, preload, libhpkv | timed GETs the daemon served: device, preload |")
-print("|--:|--:|--:|--:|--:|--:|--:|")
+print("| records | device (ioctl) | preload (same binary) | libhpkv | p50 less the timer: device, preload, libhpkv | timed GETs the daemon served: device, preload |")
+print("|--:|--:|--:|--:|--:|--:|")
 for n in sorted(rows):
     r = rows[n]
-    base = r["getppid"]
     def cell(k):
         return " / ".join(f"{v / base:.2f}" for v in r[k]) if k in r else "-"
     def net(k):
         if k not in r or timer is None or base <= timer:
             return "-"
         return f"{max(r[k][0] - timer, 0) / (base - timer):.2f}"
-    print(f"| {n:,} | {base} ns | {cell('device')} | {cell('preload')} | {cell('lib')} | "
+    print(f"| {n:,} | {cell('device')} | {cell('preload')} | {cell('lib')} | "
           f"{net('device')}, {net('preload')}, {net('lib')} | "
           f"{gets.get((n, 'device'), '-')}, {gets.get((n, 'preload'), '-')} |")
 PY
