@@ -74,6 +74,8 @@ pub fn op(op: &WriteOp) -> String {
         WriteOp::Delete { key: k } => format!("delete {}", key(k)),
         WriteOp::Purge => "purge".into(),
         WriteOp::Sync => "sync".into(),
+        // A kind of write this daemon does not know yet.
+        _ => "write".into(),
     }
 }
 

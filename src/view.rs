@@ -486,7 +486,9 @@ fn apply(w: &mut ViewWriter, batch: &Applied<'_>) -> Result<(), hpkv_view::Write
         match *change {
             Change::Put { key, seq, value } => w.upsert(key, seq, Some(value), value.len())?,
             Change::Delete { key, seq } => w.remove(key, seq)?,
-            Change::Purge => w.clear(),
+            // A kind of change this daemon does not know: forget everything, so that
+            // readers go to the device rather than see a stale value.
+            Change::Purge | _ => w.clear(),
         }
     }
     w.set_stats(ViewStats {

@@ -3,7 +3,7 @@
 //! Entries are tagged with the sequence number of the record they came from, and a lookup
 //! names the sequence number the index holds now, so a cached value can never be served
 //! after an overwrite, an append, a delete or a purge: it simply stops matching. (The
-//! module's cache returned old values after an overwrite.) Eviction is quick_cache's
+//! module's cache returned old values after an overwrite.) Eviction is `quick_cache`'s
 //! CLOCK-Pro, weighted by bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use memmap2::MmapMut;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::num::u64_of;
 use crate::sys;
 
 /// A device that stores bytes at offsets. Offsets and lengths of reads and writes are
@@ -20,12 +21,24 @@ use crate::sys;
 /// [`BlockDevice::flush`] returns; a write of one block is atomic (all or nothing), a
 /// longer write may tear at block boundaries.
 pub trait BlockDevice: Send + Sync {
+    /// The device's size in bytes.
     fn size_bytes(&self) -> u64;
     /// The logical block size: the unit of atomic writes and of direct-I/O alignment.
     fn block_size(&self) -> u32;
+    /// Fills `buf` with the bytes at `offset`.
+    ///
+    /// # Errors
+    /// The device's failure, or a read past its end.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes `buf` at `offset` (it may sit in the volatile cache until a flush).
+    ///
+    /// # Errors
+    /// The device's failure.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Returns once every write that returned before the call is on stable media.
+    ///
+    /// # Errors
+    /// The device's failure: the writes before it may or may not be durable.
     fn flush(&self) -> io::Result<()>;
     /// A name for messages.
     fn describe(&self) -> String;
@@ -38,6 +51,10 @@ pub struct AlignedBuf {
 }
 
 impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes.
+    ///
+    /// # Errors
+    /// When the memory cannot be mapped.
     pub fn zeroed(len: usize) -> io::Result<AlignedBuf> {
         // A zero-length anonymous map is an error; keep one page behind empty buffers.
         let map = MmapMut::map_anon(len.max(1))?;
@@ -58,21 +75,27 @@ impl DerefMut for AlignedBuf {
     }
 }
 
+/// `x` rounded down to a multiple of `to`.
 pub fn align_down(x: u64, to: u64) -> u64 {
     x - x % to
 }
 
+/// `x` rounded up to a multiple of `to`.
 pub fn align_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
 }
 
 /// Why a device could not be opened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OpenDeviceError {
+    /// Nothing at that path.
     NotFound(PathBuf),
     /// Another process holds it (another hpkvd, a mount, ...).
     Busy(PathBuf),
+    /// A directory, a socket, ...
     NotABlockDeviceOrFile(PathBuf),
+    /// Opening or probing it failed.
     Io(PathBuf, io::Error),
 }
 
@@ -93,7 +116,14 @@ impl std::fmt::Display for OpenDeviceError {
     }
 }
 
-impl std::error::Error for OpenDeviceError {}
+impl std::error::Error for OpenDeviceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenDeviceError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A block device or a regular image file, opened for direct I/O and claimed exclusively.
 pub struct FileDevice {
@@ -110,6 +140,9 @@ pub const FILE_BLOCK_SIZE: u32 = 4096;
 impl FileDevice {
     /// Opens `path`. A block device is opened with `O_EXCL` (the kernel's exclusive claim);
     /// every device also gets an exclusive `flock`, so a second hpkvd is refused.
+    ///
+    /// # Errors
+    /// [`OpenDeviceError`]: missing, busy, not a device or file, or failing.
     pub fn open(path: &Path) -> Result<FileDevice, OpenDeviceError> {
         let err = |e: io::Error| match e.kind() {
             io::ErrorKind::NotFound => OpenDeviceError::NotFound(path.to_owned()),
@@ -165,6 +198,7 @@ impl FileDevice {
         })
     }
 
+    /// Whether I/O bypasses the page cache (`O_DIRECT`).
     pub fn is_direct(&self) -> bool {
         self.direct
     }
@@ -180,12 +214,10 @@ impl BlockDevice for FileDevice {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        debug_assert_eq!(offset % self.block_size as u64, 0);
-        debug_assert_eq!(buf.len() % self.block_size as usize, 0);
+        self.check_aligned(buf.len(), offset);
         let mut done = 0;
         while done < buf.len() {
-            match nix::sys::uio::pread(&*self.file, &mut buf[done..], (offset + done as u64) as i64)
-            {
+            match nix::sys::uio::pread(&*self.file, &mut buf[done..], file_offset(offset, done)?) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -193,7 +225,7 @@ impl BlockDevice for FileDevice {
                     ))
                 }
                 Ok(n) => done += n,
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -201,11 +233,10 @@ impl BlockDevice for FileDevice {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        debug_assert_eq!(offset % self.block_size as u64, 0);
-        debug_assert_eq!(buf.len() % self.block_size as usize, 0);
+        self.check_aligned(buf.len(), offset);
         let mut done = 0;
         while done < buf.len() {
-            match nix::sys::uio::pwrite(&*self.file, &buf[done..], (offset + done as u64) as i64) {
+            match nix::sys::uio::pwrite(&*self.file, &buf[done..], file_offset(offset, done)?) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -213,7 +244,7 @@ impl BlockDevice for FileDevice {
                     ))
                 }
                 Ok(n) => done += n,
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -226,6 +257,25 @@ impl BlockDevice for FileDevice {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// The `off_t` of `offset + done`.
+fn file_offset(offset: u64, done: usize) -> io::Result<i64> {
+    u64_of(done)
+        .checked_add(offset)
+        .and_then(|at| i64::try_from(at).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset past 2^63"))
+}
+
+impl FileDevice {
+    /// Direct I/O needs block-aligned offsets and lengths; the engine always gives them.
+    fn check_aligned(&self, len: usize, offset: u64) {
+        let block = u64::from(self.block_size);
+        assert!(
+            offset % block == 0 && u64_of(len) % block == 0,
+            "unaligned I/O of {len} bytes at {offset}"
+        );
     }
 }
 
@@ -255,7 +305,11 @@ fn lock_exclusive(mut file: File, is_block: bool) -> Result<Flock<File>, nix::er
     }
 }
 
-/// Creates a sparse image file of `size_bytes` if `path` does not exist.
+/// Creates a sparse image file of `size_bytes` if `path` does not exist; returns whether
+/// it did.
+///
+/// # Errors
+/// When the file cannot be created or sized.
 pub fn create_image_if_missing(path: &Path, size_bytes: u64) -> io::Result<bool> {
     match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(f) => {
@@ -275,7 +329,7 @@ mod tests {
     #[test]
     fn aligned_buffers_are_page_aligned_and_zeroed() {
         let b = AlignedBuf::zeroed(10_000).unwrap();
-        assert_eq!(b.as_ptr() as usize % 4096, 0);
+        assert_eq!(b.as_ptr().align_offset(4096), 0);
         assert_eq!(b.len(), 10_000);
         assert!(b.iter().all(|&x| x == 0));
     }

@@ -12,6 +12,7 @@ use std::io;
 use std::sync::Mutex;
 
 use super::device::BlockDevice;
+use crate::num::{u64_of, usize_of};
 
 /// How unflushed blocks fare at a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,18 +44,21 @@ struct State {
     flushes: u64,
 }
 
+/// The fault-injecting device (see the module's text).
 pub struct FaultyDevice {
     block_size: u32,
     state: Mutex<State>,
 }
 
 impl FaultyDevice {
+    /// A zeroed device of `size_bytes` with `block_size`-byte blocks.
     pub fn new(size_bytes: u64, block_size: u32) -> FaultyDevice {
-        Self::from_image(vec![0; size_bytes as usize], block_size)
+        Self::from_image(vec![0; usize_of(size_bytes)], block_size)
     }
 
+    /// A device holding `image` (durable), with `block_size`-byte blocks.
     pub fn from_image(image: Vec<u8>, block_size: u32) -> FaultyDevice {
-        assert!(image.len() % block_size as usize == 0);
+        assert!(u64_of(image.len()) % u64::from(block_size) == 0);
         FaultyDevice {
             block_size,
             state: Mutex::new(State {
@@ -79,6 +83,7 @@ impl FaultyDevice {
         s.fail_ops.push(at);
     }
 
+    /// Whether the crash point was reached.
     pub fn has_crashed(&self) -> bool {
         self.state.lock().expect("poisoned").crashed
     }
@@ -101,7 +106,7 @@ impl FaultyDevice {
         let mut rng = SplitMix64(seed);
         let keep_prefix = match s.pending.len() {
             0 => 0,
-            n => (rng.next_u64() % (n as u64 + 1)) as usize,
+            n => usize_of(rng.next_u64() % (u64_of(n) + 1)),
         };
         for (i, (offset, block)) in s.pending.iter().enumerate() {
             let keep = match mode {
@@ -111,7 +116,7 @@ impl FaultyDevice {
                 CrashMode::Random => rng.next_u64() & 1 == 1,
             };
             if keep {
-                let at = *offset as usize;
+                let at = usize_of(*offset);
                 image[at..at + block.len()].copy_from_slice(block);
             }
         }
@@ -143,7 +148,7 @@ impl FaultyDevice {
 
 impl BlockDevice for FaultyDevice {
     fn size_bytes(&self) -> u64 {
-        self.state.lock().expect("poisoned").visible.len() as u64
+        u64_of(self.state.lock().expect("poisoned").visible.len())
     }
 
     fn block_size(&self) -> u32 {
@@ -152,12 +157,12 @@ impl BlockDevice for FaultyDevice {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let s = self.state.lock().expect("poisoned");
-        let bs = self.block_size as u64;
+        let bs = u64::from(self.block_size);
         assert!(
-            offset % bs == 0 && buf.len() as u64 % bs == 0,
+            offset % bs == 0 && u64_of(buf.len()) % bs == 0,
             "unaligned read"
         );
-        let at = offset as usize;
+        let at = usize_of(offset);
         let src = s
             .visible
             .get(at..at + buf.len())
@@ -168,20 +173,20 @@ impl BlockDevice for FaultyDevice {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.state.lock().expect("poisoned");
-        let bs = self.block_size as usize;
+        let bs = usize_of(u64::from(self.block_size));
         assert!(
-            offset % bs as u64 == 0 && buf.len() % bs == 0,
+            offset % u64_of(bs) == 0 && buf.len() % bs == 0,
             "unaligned write"
         );
-        if offset as usize + buf.len() > s.visible.len() {
+        if usize_of(offset) + buf.len() > s.visible.len() {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         Self::begin_op(&mut s)?;
         s.writes += 1;
         for (i, block) in buf.chunks(bs).enumerate() {
-            let at = offset as usize + i * bs;
+            let at = usize_of(offset) + i * bs;
             s.visible[at..at + bs].copy_from_slice(block);
-            s.pending.push((at as u64, block.to_vec()));
+            s.pending.push((u64_of(at), block.to_vec()));
         }
         Ok(())
     }
@@ -192,7 +197,7 @@ impl BlockDevice for FaultyDevice {
         s.flushes += 1;
         let pending = std::mem::take(&mut s.pending);
         for (at, block) in pending {
-            let at = at as usize;
+            let at = usize_of(at);
             s.durable[at..at + block.len()].copy_from_slice(&block);
         }
         Ok(())
@@ -207,6 +212,7 @@ impl BlockDevice for FaultyDevice {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// The next number of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -5,8 +5,11 @@
 //! little-endian. Every structure carries a CRC32C (Castagnoli) over its own bytes.
 
 use crate::le::{u16_at, u32_at, u64_at};
+use crate::num::{u64_of, usize_of};
 use std::fmt;
 
+/// The version of the on-disk format, in the superblock and every segment header
+/// (DESIGN.md, "Format versions").
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Bytes of a superblock copy that carry data (the rest of its block is zero).
@@ -19,17 +22,37 @@ pub const BLANK_PROBE_LEN: usize = 40 * 1024;
 /// Segments start here.
 pub const DATA_OFFSET: u64 = 64 * 1024;
 
+/// Bytes of a segment header that carry data (the rest of its block is zero).
 pub const SEGMENT_HEADER_LEN: usize = 192;
+/// Bytes of a record's header: checksum, incarnation, sequence number, kind, lengths.
 pub const RECORD_HEADER_LEN: usize = 24;
 
+/// The longest key.
 pub const KEY_MAX: usize = 512;
+/// The longest value.
 pub const VALUE_MAX: usize = 102_400;
+/// The smallest segment a store is made with.
+pub const SEGMENT_SIZE_MIN: u64 = 256 * 1024;
+/// The largest segment: offsets inside a segment are stored in 32 bits, and whole segments
+/// are held in memory (the active one, compaction's), so a superblock claiming more is
+/// refused.
+pub const SEGMENT_SIZE_MAX: u64 = 16 * 1024 * 1024;
+// Offsets inside a segment fit the 32 bits records and the index store them in.
+const _: () = assert!(SEGMENT_SIZE_MAX <= 1 << 32);
+/// The smallest and largest logical block sizes a store is made with.
+pub const BLOCK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 512..=32 * 1024;
 /// The largest record: header, longest key, longest value.
 pub const RECORD_MAX: usize = RECORD_HEADER_LEN + KEY_MAX + VALUE_MAX;
 
 const SUPERBLOCK_MAGIC: [u8; 8] = *b"HPKVSTOR";
 const SEGMENT_MAGIC: [u8; 8] = *b"HPKVSEGM";
 
+/// A store's UUID as text (`8-4-4-4-12` hexadecimal digits).
+pub fn uuid_string(uuid: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*uuid).hyphenated().to_string()
+}
+
+/// The checksum of every on-disk structure: CRC32C (Castagnoli).
 pub fn crc(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
@@ -45,14 +68,21 @@ pub fn store_seed(uuid: &[u8; 16]) -> u32 {
 /// `generation` wins, so a torn write of one copy loses at most that update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// The store's identity.
     pub uuid: [u8; 16],
+    /// Grows by one with every update; the higher valid copy wins.
     pub generation: u64,
+    /// The logical block size the store was made with.
     pub block_size: u32,
+    /// The device size the store was made on.
     pub device_size: u64,
+    /// Bytes of each segment.
     pub segment_size: u64,
+    /// Segments in the data area.
     pub segment_count: u32,
     /// Every record with a sequence number at or below this one is gone (PURGE).
     pub purge_seq: u64,
+    /// When the store was made, in seconds since 1970.
     pub created_unix_s: u64,
     /// A clean shutdown left an index snapshot that matches the log exactly (see snapshot.rs).
     pub snapshot: Option<SnapshotRef>,
@@ -63,12 +93,16 @@ pub struct Superblock {
 pub struct SnapshotRef {
     /// The first segment of a run of consecutive segments holding the snapshot.
     pub first_segment: u32,
+    /// Segments in the run.
     pub segment_count: u32,
+    /// Bytes of the snapshot stream.
     pub bytes: u64,
+    /// CRC32C of the stream.
     pub crc: u32,
 }
 
 impl Superblock {
+    /// The superblock's bytes (DESIGN.md, "Superblock").
     pub fn encode(&self) -> [u8; SUPERBLOCK_LEN] {
         let mut b = [0u8; SUPERBLOCK_LEN];
         b[0..8].copy_from_slice(&SUPERBLOCK_MAGIC);
@@ -126,15 +160,16 @@ impl Superblock {
     }
 
     fn geometry_is_sane(&self) -> bool {
-        let bs = self.block_size as u64;
-        bs.is_power_of_two()
-            && (512..=32 * 1024).contains(&bs)
+        let bs = u64::from(self.block_size);
+        self.block_size.is_power_of_two()
+            && BLOCK_SIZE_RANGE.contains(&self.block_size)
             && self.segment_size % bs == 0
-            && self.segment_size >= (RECORD_MAX as u64) + bs
+            && self.segment_size >= u64_of(RECORD_MAX) + bs
+            && self.segment_size <= SEGMENT_SIZE_MAX
             && self.segment_count >= MIN_SEGMENTS
             && self
                 .segment_size
-                .checked_mul(self.segment_count as u64)
+                .checked_mul(u64::from(self.segment_count))
                 .and_then(|bytes| bytes.checked_add(DATA_OFFSET))
                 .is_some_and(|end| end <= self.device_size)
             && self.snapshot.is_none_or(|s| {
@@ -144,12 +179,13 @@ impl Superblock {
                         .is_some_and(|end| end <= self.segment_count)
                     // The snapshot fits in its segments' record areas (its length sizes a
                     // buffer: a checksum-valid but bogus value must not exhaust memory).
-                    && s.bytes <= s.segment_count as u64 * (self.segment_size - bs)
+                    && s.bytes <= u64::from(s.segment_count) * (self.segment_size - bs)
             })
     }
 
+    /// The device offset of `segment`'s first byte.
     pub fn segment_offset(&self, segment: u32) -> u64 {
-        DATA_OFFSET + segment as u64 * self.segment_size
+        DATA_OFFSET + u64::from(segment) * self.segment_size
     }
 }
 
@@ -162,8 +198,8 @@ pub fn choose_segment_size(device_size: u64, block_size: u32) -> u64 {
     let target = (device_size.saturating_sub(DATA_OFFSET) / 256).max(1);
     let size = target
         .next_power_of_two()
-        .clamp(256 * 1024, 16 * 1024 * 1024);
-    size.max(block_size as u64)
+        .clamp(SEGMENT_SIZE_MIN, SEGMENT_SIZE_MAX);
+    size.max(u64::from(block_size))
 }
 
 /// Geometry for a new store on a device of `device_size` bytes, or `None` if it is too small.
@@ -171,10 +207,10 @@ pub fn plan_geometry(device_size: u64, block_size: u32) -> Option<(u64, u32)> {
     let mut segment_size = choose_segment_size(device_size, block_size);
     loop {
         let count = device_size.saturating_sub(DATA_OFFSET) / segment_size;
-        if count >= MIN_SEGMENTS as u64 {
-            return Some((segment_size, count.min(u32::MAX as u64) as u32));
+        if count >= u64::from(MIN_SEGMENTS) {
+            return Some((segment_size, u32::try_from(count).unwrap_or(u32::MAX)));
         }
-        if segment_size / 2 < (RECORD_MAX as u64) + block_size as u64 {
+        if segment_size / 2 < u64_of(RECORD_MAX) + u64::from(block_size) {
             return None;
         }
         segment_size /= 2;
@@ -183,10 +219,11 @@ pub fn plan_geometry(device_size: u64, block_size: u32) -> Option<(u64, u32)> {
 
 /// The smallest device a store fits on.
 pub fn min_device_size(block_size: u32) -> u64 {
-    let segment_size = (RECORD_MAX as u64 + block_size as u64).next_power_of_two();
-    DATA_OFFSET + segment_size * MIN_SEGMENTS as u64
+    let segment_size = (u64_of(RECORD_MAX) + u64::from(block_size)).next_power_of_two();
+    DATA_OFFSET + segment_size * u64::from(MIN_SEGMENTS)
 }
 
+/// What a segment header says the segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SegmentState {
     /// Holds log records written under `incarnation`.
@@ -201,7 +238,9 @@ pub enum SegmentState {
 /// records carry `incarnation`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Resumption {
+    /// Bytes from the segment's start.
     pub offset: u32,
+    /// The incarnation of the records from there on.
     pub incarnation: u32,
 }
 
@@ -211,19 +250,24 @@ pub const RESUMPTIONS_MAX: usize = 15;
 /// The first block of every segment that has ever been used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The store the segment belongs to.
     pub uuid: [u8; 16],
     /// Increases every time any segment is (re)opened for writing; records carry it, so
     /// that leftovers of an earlier life of the same segment never pass for current ones.
     pub incarnation: u32,
+    /// What the segment holds.
     pub state: SegmentState,
-    /// The next sequence number when the segment was opened (diagnostics only).
+    /// The next sequence number when the segment was opened (diagnostics only; for a
+    /// compaction output, the sequence number of its first copy).
     pub first_seq: u64,
     /// Where the segment was resumed after restarts, in order (see [`SegmentHeader::runs`]).
     pub resumptions: [Resumption; RESUMPTIONS_MAX],
+    /// How many entries of `resumptions` are used.
     pub resumed: u8,
 }
 
 impl SegmentHeader {
+    /// The header of a segment opened with `incarnation`, never resumed.
     pub fn new(
         uuid: [u8; 16],
         incarnation: u32,
@@ -244,18 +288,25 @@ impl SegmentHeader {
     pub fn current_incarnation(&self) -> u32 {
         match self.resumed {
             0 => self.incarnation,
-            n => self.resumptions[n as usize - 1].incarnation,
+            n => self.resumptions[usize::from(n) - 1].incarnation,
         }
     }
 
     /// Where each incarnation's records start, as offsets into the record area (which
-    /// begins `block_size` bytes into the segment): `[(0, first), (offset, next), ...]`.
+    /// begins `block_size` bytes into the segment): `[(0, first), (offset, next), ...]`. (A
+    /// resumption inside the header block, which only a damaged header can hold, counts
+    /// from the record area's start.)
     pub fn runs(&self, block_size: usize) -> Vec<(usize, u32)> {
         let mut runs = vec![(0, self.incarnation)];
         runs.extend(
-            self.resumptions[..self.resumed as usize]
+            self.resumptions[..usize::from(self.resumed)]
                 .iter()
-                .map(|r| (r.offset as usize - block_size, r.incarnation)),
+                .map(|r| {
+                    (
+                        usize_of(u64::from(r.offset)).saturating_sub(block_size),
+                        r.incarnation,
+                    )
+                }),
         );
         runs
     }
@@ -263,7 +314,7 @@ impl SegmentHeader {
     /// The header after resuming the segment at `offset` with `incarnation`; `None` when it
     /// has been resumed too often already.
     pub fn resume(&self, offset: u32, incarnation: u32) -> Option<SegmentHeader> {
-        let n = self.resumed as usize;
+        let n = usize::from(self.resumed);
         if n >= RESUMPTIONS_MAX {
             return None;
         }
@@ -276,6 +327,7 @@ impl SegmentHeader {
         Some(h)
     }
 
+    /// The header's bytes (DESIGN.md, "Segment header").
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
@@ -290,7 +342,10 @@ impl SegmentHeader {
         b[36..40].copy_from_slice(&state.to_le_bytes());
         b[40..48].copy_from_slice(&self.first_seq.to_le_bytes());
         b[48..52].copy_from_slice(&u32::from(self.resumed).to_le_bytes());
-        for (i, r) in self.resumptions[..self.resumed as usize].iter().enumerate() {
+        for (i, r) in self.resumptions[..usize::from(self.resumed)]
+            .iter()
+            .enumerate()
+        {
             let at = 64 + i * 8;
             b[at..at + 4].copy_from_slice(&r.offset.to_le_bytes());
             b[at + 4..at + 8].copy_from_slice(&r.incarnation.to_le_bytes());
@@ -300,6 +355,8 @@ impl SegmentHeader {
         b
     }
 
+    /// `None` unless `b` starts with a segment header of this format with a valid checksum
+    /// and sane resumptions.
     pub fn decode(b: &[u8]) -> Option<SegmentHeader> {
         if b.len() < SEGMENT_HEADER_LEN || b[0..8] != SEGMENT_MAGIC {
             return None;
@@ -313,8 +370,8 @@ impl SegmentHeader {
             3 => SegmentState::Snapshot,
             _ => return None,
         };
-        let resumed = u32_at(b, 48);
-        if resumed as usize > RESUMPTIONS_MAX {
+        let resumed = u8::try_from(u32_at(b, 48)).ok()?;
+        if usize::from(resumed) > RESUMPTIONS_MAX {
             return None;
         }
         let mut h = SegmentHeader::new(
@@ -324,45 +381,55 @@ impl SegmentHeader {
             u64_at(b, 40),
         );
         let mut previous = (0u32, h.incarnation);
-        for i in 0..resumed as usize {
+        for i in 0..usize::from(resumed) {
             let at = 64 + i * 8;
             let r = Resumption {
                 offset: u32_at(b, at),
                 incarnation: u32_at(b, at + 4),
             };
-            // Offsets and incarnations only ever grow.
-            if r.offset < previous.0 || r.incarnation <= previous.1 {
+            // Offsets and incarnations only ever grow; offsets stay inside a segment.
+            let inside = u64::from(r.offset) <= SEGMENT_SIZE_MAX;
+            if r.offset < previous.0 || r.incarnation <= previous.1 || !inside {
                 return None;
             }
             previous = (r.offset, r.incarnation);
             h.resumptions[i] = r;
         }
-        h.resumed = resumed as u8;
+        h.resumed = resumed;
         Some(h)
     }
 }
 
+/// A record's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A key's value.
     Put,
+    /// A key's deletion (no value).
     Tombstone,
 }
 
 /// A record as found in a segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordRef<'a> {
+    /// Put or tombstone.
     pub kind: Kind,
+    /// The record's sequence number.
     pub seq: u64,
+    /// The key.
     pub key: &'a [u8],
+    /// The value (empty for a tombstone).
     pub value: &'a [u8],
 }
 
 impl RecordRef<'_> {
+    /// Bytes the record takes on disk.
     pub fn encoded_len(&self) -> usize {
         record_len(self.key.len(), self.value.len())
     }
 }
 
+/// Bytes a record of these lengths takes on disk.
 pub fn record_len(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_LEN + key_len + value_len
 }
@@ -377,9 +444,15 @@ pub fn encode_record(
     key: &[u8],
     value: &[u8],
 ) {
-    debug_assert!((1..=KEY_MAX).contains(&key.len()));
-    debug_assert!(value.len() <= VALUE_MAX);
-    debug_assert!(kind == Kind::Put || value.is_empty());
+    assert!(
+        (1..=KEY_MAX).contains(&key.len()),
+        "key length out of bounds"
+    );
+    assert!(value.len() <= VALUE_MAX, "value length out of bounds");
+    assert!(
+        (kind == Kind::Put) != value.is_empty(),
+        "a put has a value, a tombstone none"
+    );
     assert_eq!(out.len(), record_len(key.len(), value.len()));
     out[4..8].copy_from_slice(&incarnation.to_le_bytes());
     out[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -388,8 +461,10 @@ pub fn encode_record(
         Kind::Tombstone => 2,
     };
     out[17] = 0;
-    out[18..20].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    out[20..24].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    let key_len = u16::try_from(key.len()).expect("bounded by KEY_MAX");
+    let value_len = u32::try_from(value.len()).expect("bounded by VALUE_MAX");
+    out[18..20].copy_from_slice(&key_len.to_le_bytes());
+    out[20..24].copy_from_slice(&value_len.to_le_bytes());
     out[24..24 + key.len()].copy_from_slice(key);
     out[24 + key.len()..].copy_from_slice(value);
     let c = crc32c::crc32c_append(seed, &out[4..]);
@@ -417,6 +492,9 @@ impl fmt::Display for ScanEnd {
 
 /// Decodes the record at the start of `b`, if it is a valid record of `incarnation` in the
 /// store whose [`store_seed`] is `seed`.
+///
+/// # Errors
+/// Why there is no such record there: zeroes ([`ScanEnd::Clean`]) or anything else.
 pub fn decode_record(b: &[u8], seed: u32, incarnation: u32) -> Result<RecordRef<'_>, ScanEnd> {
     match decode_record_any_incarnation(b, seed)? {
         (inc, r) if inc == incarnation => Ok(r),
@@ -426,6 +504,9 @@ pub fn decode_record(b: &[u8], seed: u32, incarnation: u32) -> Result<RecordRef<
 
 /// Decodes the record at the start of `b` whatever its incarnation (readers that already
 /// know which record they want check its sequence number instead).
+///
+/// # Errors
+/// As [`decode_record`].
 pub fn decode_record_any_incarnation(b: &[u8], seed: u32) -> Result<(u32, RecordRef<'_>), ScanEnd> {
     if b.len() < RECORD_HEADER_LEN {
         return Err(if b.iter().all(|&x| x == 0) {
@@ -443,8 +524,8 @@ pub fn decode_record_any_incarnation(b: &[u8], seed: u32) -> Result<(u32, Record
         2 => Kind::Tombstone,
         _ => return Err(ScanEnd::Invalid),
     };
-    let key_len = u16_at(header, 18) as usize;
-    let value_len = u32_at(header, 20) as usize;
+    let key_len = usize::from(u16_at(header, 18));
+    let value_len = usize_of(u64::from(u32_at(header, 20)));
     let lengths_ok = (1..=KEY_MAX).contains(&key_len)
         && value_len <= VALUE_MAX
         && (kind == Kind::Put) == (value_len > 0)
@@ -472,7 +553,9 @@ pub struct Scanner<'a> {
     seed: u32,
     /// (offset, incarnation): from each offset on, records carry that incarnation.
     runs: Vec<(usize, u32)>,
+    /// Where the next record would start.
     pub offset: usize,
+    /// Why the scan stopped, once it has.
     pub end: Option<ScanEnd>,
 }
 
@@ -484,7 +567,10 @@ impl<'a> Scanner<'a> {
 
     /// A scanner of a resumed segment's records ([`SegmentHeader::runs`]).
     pub fn with_runs(buf: &'a [u8], seed: u32, runs: Vec<(usize, u32)>) -> Self {
-        debug_assert!(runs.first().is_some_and(|r| r.0 == 0));
+        assert!(
+            runs.first().is_some_and(|r| r.0 == 0),
+            "the first run starts the record area"
+        );
         Scanner {
             buf,
             seed,
@@ -560,7 +646,7 @@ mod tests {
         }
     }
 
-    /// Found by fuzz/record_scan: a superblock with a valid checksum whose segment size
+    /// Found by `fuzz/record_scan`: a superblock with a valid checksum whose segment size
     /// times segment count passes 2^64 made the geometry check overflow (a panic with
     /// overflow checks; without, a wrapped product that passed for sane).
     #[test]
@@ -692,7 +778,7 @@ mod tests {
         assert_eq!(r.current_incarnation(), 12);
         assert_eq!(r.runs(4096), vec![(0, 7), (300, 9), (900, 12)]);
         let mut full = h;
-        for i in 0..RESUMPTIONS_MAX as u32 {
+        for i in 0..u32::try_from(RESUMPTIONS_MAX).unwrap() {
             full = full.resume(5000 + i, 10 + i).unwrap();
         }
         assert_eq!(full.resume(9999, 99), None);

@@ -9,6 +9,7 @@
 //! tombstone may be dropped only when that count is zero, that is when no older version of
 //! the key is left anywhere on disk to come back after a restart (see DESIGN.md).
 
+use crate::num::{u64_of, usize_of};
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::{Bound, ControlFlow};
@@ -62,15 +63,18 @@ impl Entry {
     }
     /// Bytes the current record occupies on disk.
     pub fn record_len(&self) -> u64 {
-        record_len(self.key.len(), self.value_len as usize) as u64
+        u64_of(record_len(
+            self.key.len(),
+            usize_of(u64::from(self.value_len)),
+        ))
     }
     fn add_dead(&mut self, n: i64) {
-        let dead = self.dead() as i64 + n;
-        assert!(
-            (0..=DEAD_MASK as i64).contains(&dead),
-            "dead count out of range: {dead}"
-        );
-        self.meta = (self.meta & TOMBSTONE) | dead as u32;
+        let dead = i64::from(self.dead()) + n;
+        let dead = u32::try_from(dead)
+            .ok()
+            .filter(|&d| d <= DEAD_MASK)
+            .unwrap_or_else(|| panic!("dead count out of range: {dead}"));
+        self.meta = (self.meta & TOMBSTONE) | dead;
     }
 }
 
@@ -152,12 +156,11 @@ impl Index {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 
     fn count_in(&mut self, e_kind: Kind, key_len: usize, value_len: u32, loc: Loc, sign: i64) {
-        let len = record_len(key_len, value_len as usize) as i64 * sign;
+        let len = i64::try_from(record_len(key_len, usize_of(u64::from(value_len))))
+            .expect("a record is at most RECORD_MAX bytes")
+            * sign;
         let seg = &mut self.segment_live[loc.segment as usize];
         *seg = seg
             .checked_add_signed(len)
@@ -169,7 +172,7 @@ impl Index {
                 .expect("record count");
             self.live_value_bytes = self
                 .live_value_bytes
-                .checked_add_signed(value_len as i64 * sign)
+                .checked_add_signed(i64::from(value_len) * sign)
                 .expect("value bytes");
         }
     }
@@ -289,12 +292,10 @@ impl Index {
 
     fn remove_id(&mut self, id: u32) {
         let h = self.hasher.hash_one(&*self.entries[id as usize].key);
-        match self.hash.find_entry(h, |&i| i == id) {
-            Ok(slot) => {
-                slot.remove();
-            }
-            Err(_) => panic!("entry {id} missing from the hash table"),
-        }
+        let Ok(slot) = self.hash.find_entry(h, |&i| i == id) else {
+            panic!("entry {id} missing from the hash table");
+        };
+        slot.remove();
         let entries = &self.entries;
         let removed = self
             .ordered
@@ -309,7 +310,7 @@ impl Index {
 
     /// Drops everything (PURGE).
     pub fn clear(&mut self) {
-        let segments = self.segment_live.len() as u32;
+        let segments = u32::try_from(self.segment_live.len()).expect("a u32 segment count");
         *self = Index::new(segments);
     }
 
@@ -376,7 +377,7 @@ impl Index {
             live[e.loc.segment as usize] += e.record_len();
             if !e.is_tombstone() {
                 records += 1;
-                values += e.value_len as u64;
+                values += u64::from(e.value_len);
             }
         }
         assert_eq!(live, self.segment_live, "segment live bytes drifted");
@@ -514,7 +515,8 @@ fn head(key: &[u8], skip: u32) -> u32 {
 
 /// Length of the common prefix. If `a <= k < b`, then `k` begins with that prefix too.
 fn common_prefix(a: &[u8], b: &[u8]) -> u32 {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count() as u32
+    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    u32::try_from(n).expect("keys are at most KEY_MAX bytes")
 }
 
 impl Chunk {
@@ -821,7 +823,7 @@ mod tests {
         ix.forget_dead(b"k");
         ix.forget_dead(b"k");
         assert!(ix.drop_tombstone(b"k", loc(2, 0)));
-        assert!(ix.is_empty());
+        assert_eq!(ix.len(), 0);
         ix.check_invariants();
     }
 
@@ -858,7 +860,7 @@ mod tests {
         seq: u64,
         value_len: u32,
     ) {
-        let at = loc(0, seq as u32);
+        let at = loc(0, u32::try_from(seq).unwrap());
         match op {
             0 | 1 => {
                 ix.apply(&key, seq, at, Kind::Put, value_len);
@@ -910,11 +912,10 @@ mod tests {
         #[test]
         fn ordered_index_survives_many_inserts_and_removes(keys in prop::collection::vec(any::<u32>(), 1..3000)) {
             let mut ix = Index::new(1);
-            let mut model = BTreeMap::new();
-            for (i, k) in keys.iter().enumerate() {
+            let mut model = std::collections::BTreeSet::new();
+            for (seq, k) in (1..).zip(&keys) {
                 let key = k.to_be_bytes();
-                let seq = i as u64 + 1;
-                if model.contains_key(&key) && k % 3 == 0 {
+                if model.contains(&key) && k % 3 == 0 {
                     ix.apply(&key, seq, loc(0, 0), Kind::Tombstone, 0);
                     model.remove(&key);
                     let e = ix.entry(&key).unwrap();
@@ -923,12 +924,12 @@ mod tests {
                     prop_assert!(ix.drop_tombstone(&key, l));
                 } else {
                     ix.apply(&key, seq, loc(0, 0), Kind::Put, 1);
-                    model.insert(key, ());
+                    model.insert(key);
                 }
             }
             ix.check_invariants();
             let all = live_keys(&ix, Bound::Unbounded, Bound::Unbounded);
-            prop_assert_eq!(all, model.keys().map(|k| k.to_vec()).collect::<Vec<_>>());
+            prop_assert_eq!(all, model.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
         }
     }
     /// Keys with long shared prefixes (heads then tie), keys that are prefixes of others, and
@@ -968,7 +969,7 @@ mod tests {
         }
     }
 
-    /// A BTreeMap panics on a range whose start is above its end; such a range is empty.
+    /// A `BTreeMap` panics on a range whose start is above its end; such a range is empty.
     fn valid_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
         match (start, end) {
             (Bound::Included(s), Bound::Included(e)) => s <= e,
@@ -992,7 +993,7 @@ mod tests {
                 match op {
                     0..=7 => {
                         if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(key) {
-                            let id = keys.len() as u32;
+                            let id = u32::try_from(keys.len()).unwrap();
                             keys.push(slot.key().clone().into());
                             ordered.insert(id, slot.key(), &|i| &keys[i as usize]);
                             slot.insert(id);
@@ -1057,7 +1058,7 @@ mod tests {
                     ix = restored;
                 }
                 seq += 1;
-                apply_model_op(&mut ix, &mut model, op, key, seq, seq as u32);
+                apply_model_op(&mut ix, &mut model, op, key, seq, u32::try_from(seq).unwrap());
             }
             ix.check_invariants();
             for (start, end) in &bounds {
@@ -1090,92 +1091,132 @@ mod tests {
         assert_eq!(ix.live_records(), 1);
     }
 
+    /// xorshift64*: deterministic, no extra dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// A number below `n`.
+        fn below(&mut self, n: usize) -> usize {
+            usize_of(self.next() % u64_of(n))
+        }
+
+        fn shuffle<T>(&mut self, v: &mut [T]) {
+            for i in (1..v.len()).rev() {
+                v.swap(i, self.below(i + 1));
+            }
+        }
+    }
+
+    fn nanos(t: std::time::Instant) -> u64 {
+        u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn pct(v: &mut [u64], p: usize) -> u64 {
+        v.sort_unstable();
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    }
+
+    /// Heap bytes per record besides the keys' own allocations.
+    #[allow(clippy::cast_precision_loss)] // a printed figure; far below 2^52
+    fn bytes_per_record(ix: &Index, keys: &[Vec<u8>], n: usize) -> f64 {
+        let keys_heap: usize = keys.iter().map(|k| k.len().div_ceil(16) * 16 + 16).sum();
+        (ix.heap_bytes() as f64 - keys_heap as f64) / n as f64
+    }
+
+    /// One round of the timings: `n` keys of `style`, the last `m` inserts timed, then `m`
+    /// overwrites and `m` seeks. Returns the index and its keys for the heap figure.
+    fn timed_round(
+        rng: &mut Rng,
+        style: &str,
+        n: usize,
+        m: usize,
+        times: &mut [Vec<u64>; 3],
+    ) -> (Index, Vec<Vec<u8>>) {
+        // The bench's keys (shuffled `key_%08d`) or random 8..24-byte keys.
+        let mut keys: Vec<Vec<u8>> = (0..n)
+            .map(|i| match style {
+                "random" => {
+                    let len = 8 + rng.below(17);
+                    (0..len).map(|_| rng.next().to_le_bytes()[0]).collect()
+                }
+                _ => format!("key_{i:08}").into_bytes(),
+            })
+            .collect();
+        rng.shuffle(&mut keys);
+        let mut ix = Index::new(1);
+        let mut seq = 0;
+        for (i, k) in keys.iter().enumerate() {
+            seq += 1;
+            let t = std::time::Instant::now();
+            ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+            if i >= n - m {
+                times[0].push(nanos(t));
+            }
+        }
+        for _ in 0..m {
+            let k = &keys[rng.below(n)];
+            seq += 1;
+            let t = std::time::Instant::now();
+            ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+            times[1].push(nanos(t));
+        }
+        for _ in 0..m {
+            let k = &keys[rng.below(n)];
+            let t = std::time::Instant::now();
+            let mut got = 0;
+            ix.for_each_live(Bound::Included(k), Bound::Unbounded, |_| {
+                got += 1;
+                ControlFlow::Break(())
+            });
+            times[2].push(nanos(t));
+            assert_eq!(got, 1);
+        }
+        (ix, keys)
+    }
+
     /// Timings of `Index::apply` and friends (not a correctness test):
     /// `cargo test --release --lib -- --ignored --nocapture index_timings`
+    /// (`INDEX_TIMINGS=ordered`: only the ordered index alone).
     #[test]
-    #[ignore]
+    #[ignore = "timings, not a correctness test"]
     fn index_timings() {
-        use std::time::Instant;
-        // xorshift64*: deterministic, no extra dependency.
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
-        let pct = |v: &mut Vec<u64>, p: usize| {
-            v.sort_unstable();
-            v[(v.len() * p / 100).min(v.len() - 1)]
-        };
-        // INDEX_TIMINGS=ordered: only the ordered index alone.
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let all = std::env::var("INDEX_TIMINGS").map_or(true, |v| v != "ordered");
         for style in ["key_%08d", "random"].into_iter().filter(|_| all) {
             for n in [100usize, 10_000, 1_000_000] {
                 let m = n.min(10_000);
-                let (mut ins, mut over, mut seek) = (vec![], vec![], vec![]);
-                let mut bytes_per_record = 0.0;
+                let mut times = [vec![], vec![], vec![]];
+                let mut per_record = 0.0;
                 for _ in 0..10_000 / m {
-                    // The bench's keys (shuffled `key_%08d`) or random 8..24-byte keys.
-                    let mut keys: Vec<Vec<u8>> = (0..n)
-                        .map(|i| match style {
-                            "random" => {
-                                let len = 8 + rnd() as usize % 17;
-                                (0..len).map(|_| rnd() as u8).collect()
-                            }
-                            _ => format!("key_{i:08}").into_bytes(),
-                        })
-                        .collect();
-                    for i in (1..n).rev() {
-                        keys.swap(i, rnd() as usize % (i + 1));
-                    }
-                    let mut ix = Index::new(1);
-                    let mut seq = 0;
-                    for k in &keys[..n - m] {
-                        seq += 1;
-                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
-                    }
-                    for k in &keys[n - m..] {
-                        seq += 1;
-                        let t = Instant::now();
-                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
-                        ins.push(t.elapsed().as_nanos() as u64);
-                    }
-                    for _ in 0..m {
-                        let k = &keys[rnd() as usize % n];
-                        seq += 1;
-                        let t = Instant::now();
-                        ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
-                        over.push(t.elapsed().as_nanos() as u64);
-                    }
-                    for _ in 0..m {
-                        let k = &keys[rnd() as usize % n];
-                        let t = Instant::now();
-                        let mut got = 0;
-                        ix.for_each_live(Bound::Included(k), Bound::Unbounded, |_| {
-                            got += 1;
-                            ControlFlow::Break(())
-                        });
-                        seek.push(t.elapsed().as_nanos() as u64);
-                        assert_eq!(got, 1);
-                    }
-                    let keys_heap: usize =
-                        keys.iter().map(|k| k.len().div_ceil(16) * 16 + 16).sum();
-                    bytes_per_record = (ix.heap_bytes() as f64 - keys_heap as f64) / n as f64;
+                    let (ix, keys) = timed_round(&mut rng, style, n, m, &mut times);
+                    per_record = bytes_per_record(&ix, &keys, n);
                 }
+                let [ins, over, seek] = &mut times;
                 println!(
-                    "{style:>9} n={n:>8}: insert p50 {:>5} p99 {:>6} ns | overwrite p50 {:>5} p99 {:>6} | seek p50 {:>5} p99 {:>6} | {bytes_per_record:.1} B/record besides keys",
-                    pct(&mut ins, 50), pct(&mut ins, 99), pct(&mut over, 50), pct(&mut over, 99), pct(&mut seek, 50), pct(&mut seek, 99),
+                    "{style:>9} n={n:>8}: insert p50 {:>5} p99 {:>6} ns | overwrite p50 {:>5} p99 {:>6} | seek p50 {:>5} p99 {:>6} | {per_record:.1} B/record besides keys",
+                    pct(ins, 50), pct(ins, 99), pct(over, 50), pct(over, 99), pct(seek, 50), pct(seek, 99),
                 );
             }
         }
-        // The ordered index alone, 1M shuffled `key_%08d` keys (boxed in insertion order, as
-        // in the slab).
-        let n = 1_000_000;
-        let mut order: Vec<u32> = (0..n).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rnd() as usize % (i + 1));
+        ordered_alone_timings(&mut rng);
+        if all {
+            restore_timings(&mut rng);
         }
+    }
+
+    /// The ordered index alone, 1M shuffled `key_%08d` keys (boxed in insertion order, as
+    /// in the slab).
+    fn ordered_alone_timings(rng: &mut Rng) {
+        let n = 1_000_000u32;
+        let mut order: Vec<u32> = (0..n).collect();
+        rng.shuffle(&mut order);
         let keys: Vec<Box<[u8]>> = order
             .iter()
             .map(|k| format!("key_{k:08}").into_bytes().into())
@@ -1184,10 +1225,10 @@ mod tests {
         let mut ordered = Ordered::<CHUNK_MAX>::default();
         let mut times = vec![];
         for id in 0..n {
-            let t = Instant::now();
+            let t = std::time::Instant::now();
             ordered.insert(id, &keys[id as usize], &key_of);
             if id >= n - 10_000 {
-                times.push(t.elapsed().as_nanos() as u64);
+                times.push(nanos(t));
             }
         }
         println!(
@@ -1195,26 +1236,24 @@ mod tests {
             pct(&mut times, 50),
             pct(&mut times, 99)
         );
-        if !all {
-            return;
-        }
-        // As in the benchmark: 990k entries restored the way a snapshot load does, then 10k
-        // inserts of new keys.
-        let (n, m) = (1_000_000u64, 10_000);
+    }
+
+    /// As in the benchmark: 990k entries restored the way a snapshot load does, then 10k
+    /// inserts of new keys.
+    fn restore_timings(rng: &mut Rng) {
+        let (n, m) = (1_000_000usize, 10_000usize);
         let mut keys: Vec<Vec<u8>> = (0..n).map(|i| format!("key_{i:08}").into_bytes()).collect();
-        for i in (1..keys.len()).rev() {
-            keys.swap(i, rnd() as usize % (i + 1));
-        }
+        rng.shuffle(&mut keys);
         let mut src = Index::new(1);
-        for (i, k) in keys[..(n - m) as usize].iter().enumerate() {
-            src.apply(k, i as u64 + 1, loc(0, 0), Kind::Put, 100);
+        for (seq, k) in (1..).zip(&keys[..n - m]) {
+            src.apply(k, seq, loc(0, 0), Kind::Put, 100);
         }
         let stream: Vec<(Vec<u8>, u64, u32)> = src
             .iter_ordered()
             .map(|e| (e.key().to_vec(), e.seq, e.meta_bits()))
             .collect();
         drop(src);
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         let mut r = Restore::new(1, stream.len());
         for (key, seq, meta) in &stream {
             r.push(key, *seq, loc(0, 0), 100, *meta).unwrap();
@@ -1222,18 +1261,17 @@ mod tests {
         let mut ix = r.finish();
         let restore_ms = t.elapsed().as_millis();
         let mut ins = vec![];
-        for (i, k) in keys[(n - m) as usize..].iter().enumerate() {
-            let t = Instant::now();
-            ix.apply(k, n + i as u64, loc(0, 0), Kind::Put, 100);
-            ins.push(t.elapsed().as_nanos() as u64);
+        for (seq, k) in (u64_of(n)..).zip(&keys[n - m..]) {
+            let t = std::time::Instant::now();
+            ix.apply(k, seq, loc(0, 0), Kind::Put, 100);
+            ins.push(nanos(t));
         }
-        let keys_heap: usize = keys.iter().map(|k| k.len().div_ceil(16) * 16 + 16).sum();
         println!(
             "restore of {} entries: {restore_ms} ms; then {m} inserts: p50 {} p99 {} ns, {:.1} B/record besides keys",
             stream.len(),
             pct(&mut ins, 50),
             pct(&mut ins, 99),
-            (ix.heap_bytes() as f64 - keys_heap as f64) / n as f64
+            bytes_per_record(&ix, &keys, n)
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Reporting applied writes to the embedding program (hpkvd's shared view).
 //!
-//! An [`Observer`] set in [`crate::Config::observer`] is called by the committer thread once
+//! An [`Observer`] set in [`crate::Config::observer`] is called by the committing thread once
 //! per batch, with the batch's changes in sequence order, **after** they are durable (as the
 //! durability mode says) and in the index, and **before** any writer of the batch is
 //! answered. A PURGE is reported the same way, after it took effect and before it is
@@ -9,28 +9,51 @@
 //! sees the reported change or a later one.
 
 use std::fmt;
-use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
-
-use crate::Shared;
-
-/// Keys [`for_each_key`] copies out under one read lock of the index.
-const KEYS_PER_LOCK: usize = 1024;
 
 /// One write the committer applied.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Change<'a> {
     /// `key` now holds `value`, written by the write with sequence number `seq`. An append
     /// reports the whole resulting value.
     Put {
+        /// The key.
         key: &'a [u8],
+        /// The write's sequence number.
         seq: u64,
+        /// The key's whole value now.
         value: &'a Arc<[u8]>,
     },
     /// `key` was deleted by the write with sequence number `seq`.
-    Delete { key: &'a [u8], seq: u64 },
+    Delete {
+        /// The key.
+        key: &'a [u8],
+        /// The delete's sequence number.
+        seq: u64,
+    },
     /// Every record was removed (PURGE); later writes carry larger sequence numbers.
     Purge,
+}
+
+/// A live key as [`crate::Engine::for_each_key`] lists it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct LiveKey<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The sequence number of the write that stored its value.
+    pub seq: u64,
+    /// The length of its value.
+    pub value_len: u32,
+    /// The value, if the engine's value cache holds it.
+    pub cached: Option<&'a Arc<[u8]>>,
+}
+
+/// The live keys of the store, for [`Applied::for_each_key`].
+pub(crate) trait KeySource {
+    /// Calls `f` for every live key, in key order.
+    fn for_each_key(&self, f: &mut dyn FnMut(LiveKey<'_>));
 }
 
 /// A batch as the committer applied it, and the store's totals after it.
@@ -43,30 +66,19 @@ pub struct Applied<'a> {
     pub value_bytes: u64,
     /// The device's size in bytes.
     pub device_bytes: u64,
-    pub(crate) shared: &'a Shared,
+    pub(crate) keys: &'a dyn KeySource,
 }
 
 impl Applied<'_> {
     /// Calls `f` for every live key as the index holds it now (this batch included), like
     /// [`crate::Engine::for_each_key`]. Safe to call from [`Observer::applied`]: no write
     /// can change the index meanwhile, since the committer is the caller.
-    pub fn for_each_key(&self, f: impl FnMut(LiveKey<'_>)) {
-        for_each_key(self.shared, f);
+    pub fn for_each_key(&self, mut f: impl FnMut(LiveKey<'_>)) {
+        self.keys.for_each_key(&mut f);
     }
 }
 
-/// A live key as [`crate::Engine::for_each_key`] lists it.
-#[derive(Clone, Copy, Debug)]
-pub struct LiveKey<'a> {
-    pub key: &'a [u8],
-    /// The sequence number of the write that stored its value.
-    pub seq: u64,
-    pub value_len: u32,
-    /// The value, if the engine's value cache holds it.
-    pub cached: Option<&'a Arc<[u8]>>,
-}
-
-/// Told about every applied write, on the committer thread, before it is acknowledged.
+/// Told about every applied write, by the committing thread, before it is acknowledged.
 ///
 /// It runs inside the write path: every write waits for it, so it must be quick, and it must
 /// not submit writes or wait for one (the committer would wait for itself).
@@ -83,60 +95,6 @@ pub struct ObserverSink(pub Arc<dyn Observer>);
 impl fmt::Debug for ObserverSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ObserverSink")
-    }
-}
-
-/// Every live key with its sequence number, value length and cached value, in key order,
-/// a chunk at a time (the index lock is never held while `f` runs).
-pub(crate) fn for_each_key(shared: &Shared, mut f: impl FnMut(LiveKey<'_>)) {
-    let mut from: Bound<Box<[u8]>> = Bound::Unbounded;
-    loop {
-        let mut chunk: Vec<(Box<[u8]>, u64, u32)> = Vec::with_capacity(KEYS_PER_LOCK);
-        shared
-            .index
-            .read()
-            .for_each_live(from.as_ref().map(|k| &k[..]), Bound::Unbounded, |e| {
-                chunk.push((e.key().into(), e.seq, e.value_len));
-                if chunk.len() == KEYS_PER_LOCK {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            });
-        let full = chunk.len() == KEYS_PER_LOCK;
-        for (key, seq, value_len) in &chunk {
-            let cached = shared.cache.as_ref().and_then(|c| c.peek(key, *seq));
-            f(LiveKey {
-                key,
-                seq: *seq,
-                value_len: *value_len,
-                cached: cached.as_ref(),
-            });
-        }
-        match chunk.pop() {
-            Some((last, _, _)) if full => from = Bound::Excluded(last),
-            _ => return,
-        }
-    }
-}
-
-impl Shared {
-    /// Reports a batch to the observer, if there is one.
-    pub(crate) fn report(&self, changes: &[Change<'_>]) {
-        let Some(observer) = &self.config.observer else {
-            return;
-        };
-        let (records, value_bytes) = {
-            let index = self.index.read();
-            (index.live_records(), index.live_value_bytes())
-        };
-        observer.0.applied(&Applied {
-            changes,
-            records,
-            value_bytes,
-            device_bytes: self.dev.size_bytes(),
-            shared: self,
-        });
     }
 }
 

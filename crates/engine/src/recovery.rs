@@ -8,15 +8,22 @@
 //! point are ignored. Every segment is sealed afterwards: new writes always go to a fresh
 //! segment, so whatever garbage follows a torn tail is never mistaken for records later.
 
+use std::io;
 use std::time::Instant;
 
-use super::device::{align_up, AlignedBuf, BlockDevice};
-use super::format::{self, SegmentHeader, SegmentState, Superblock};
-use super::index::{Index, Loc};
-use super::space::{SegInfo, SegState, Space};
-use super::writer::{write_superblock, SegmentWriter};
-use super::{snapshot, uuid_string, Config, OpenError, Shared};
+use crate::config::Config;
+use crate::device::{align_up, AlignedBuf, BlockDevice};
+use crate::error::{Incompatible, OpenError};
+use crate::format::{self, SegmentHeader, SegmentState, Superblock};
+use crate::index::{Index, Loc};
+use crate::num::{seg_u32, u64_of, usize_of};
+use crate::segment::SegmentWriter;
+use crate::snapshot;
+use crate::space::{low_free_segments, SegInfo, SegState, Space};
+use crate::store::{write_superblock, Shared};
 
+/// What opening found: the superblock, the index, the segment table and the next
+/// sequence number.
 pub(crate) struct Recovered {
     pub sb: Superblock,
     pub index: Index,
@@ -24,15 +31,16 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
 }
 
+/// Opens the store on `dev`, formatting it if `config` allows and it is blank.
 pub(crate) fn open_or_format(
     dev: &dyn BlockDevice,
     config: &Config,
 ) -> Result<Recovered, OpenError> {
     let bs = dev.block_size();
     if !bs.is_power_of_two() || !(512..=32 * 1024).contains(&bs) {
-        return Err(OpenError::Incompatible(format!(
-            "unsupported logical block size {bs}"
-        )));
+        return Err(OpenError::Incompatible(Incompatible::BlockSize {
+            block_size: bs,
+        }));
     }
     let min = format::min_device_size(bs);
     if dev.size_bytes() < min {
@@ -41,23 +49,23 @@ pub(crate) fn open_or_format(
             min_bytes: min,
         });
     }
-    let mut head = AlignedBuf::zeroed(format::DATA_OFFSET as usize)?;
+    let mut head = AlignedBuf::zeroed(usize_of(format::DATA_OFFSET))?;
     dev.read_at(&mut head, 0)?;
     let sb = format::SUPERBLOCK_OFFSETS
         .iter()
-        .filter_map(|&o| Superblock::decode(&head[o as usize..]))
+        .filter_map(|&o| Superblock::decode(&head[usize_of(o)..]))
         .max_by_key(|sb| sb.generation);
     let blank = head[..format::BLANK_PROBE_LEN].iter().all(|&b| b == 0);
     match sb {
-        _ if config.force_initialize => format(dev, config),
+        _ if config.force_initialize => format(dev),
         Some(sb) => open_existing(dev, sb, config),
-        None if blank && config.initialize_if_empty => format(dev, config),
+        None if blank && config.initialize_if_empty => format(dev),
         None if blank => Err(OpenError::Blank),
         None => Err(OpenError::ForeignData),
     }
 }
 
-fn format(dev: &dyn BlockDevice, _config: &Config) -> Result<Recovered, OpenError> {
+fn format(dev: &dyn BlockDevice) -> Result<Recovered, OpenError> {
     let (size, bs) = (dev.size_bytes(), dev.block_size());
     let (segment_size, segment_count) =
         format::plan_geometry(size, bs).ok_or(OpenError::TooSmall {
@@ -81,7 +89,7 @@ fn format(dev: &dyn BlockDevice, _config: &Config) -> Result<Recovered, OpenErro
     log::info!(
         "formatted {} as store {}: {} segments of {} KiB, block size {}",
         dev.describe(),
-        uuid_string(&sb.uuid),
+        format::uuid_string(&sb.uuid),
         segment_count,
         segment_size / 1024,
         bs
@@ -94,25 +102,29 @@ fn format(dev: &dyn BlockDevice, _config: &Config) -> Result<Recovered, OpenErro
     })
 }
 
+fn check_device(dev: &dyn BlockDevice, sb: &Superblock) -> Result<(), OpenError> {
+    if dev.size_bytes() < sb.device_size {
+        return Err(OpenError::Incompatible(Incompatible::Shrunk {
+            store_bytes: sb.device_size,
+            device_bytes: dev.size_bytes(),
+        }));
+    }
+    let bs = dev.block_size();
+    if bs > sb.block_size || sb.block_size % bs != 0 {
+        return Err(OpenError::Incompatible(Incompatible::Alignment {
+            store_block_size: sb.block_size,
+            device_block_size: bs,
+        }));
+    }
+    Ok(())
+}
+
 fn open_existing(
     dev: &dyn BlockDevice,
     mut sb: Superblock,
     config: &Config,
 ) -> Result<Recovered, OpenError> {
-    if dev.size_bytes() < sb.device_size {
-        return Err(OpenError::Incompatible(format!(
-            "the store was made on {} bytes but the device now has {}",
-            sb.device_size,
-            dev.size_bytes()
-        )));
-    }
-    let bs = dev.block_size();
-    if bs > sb.block_size || sb.block_size % bs != 0 {
-        return Err(OpenError::Incompatible(format!(
-            "the store uses {}-byte blocks, the device needs {bs}-byte alignment",
-            sb.block_size
-        )));
-    }
+    check_device(dev, &sb)?;
     let started = Instant::now();
     let mut recovered = None;
     if let Some(snap) = sb.snapshot {
@@ -126,7 +138,12 @@ fn open_existing(
                         r.index.live_records(),
                         started.elapsed().as_millis()
                     );
-                    recovered = Some(r);
+                    recovered = Some(Recovered {
+                        sb,
+                        index: r.index,
+                        space: r.space,
+                        next_seq: r.next_seq,
+                    });
                 }
                 Err(why) => log::warn!("index snapshot unusable ({why}); scanning the log instead"),
             }
@@ -146,16 +163,12 @@ fn open_existing(
     Ok(Recovered { sb, ..recovered })
 }
 
-/// Rebuilds the index by reading every log segment.
-pub(crate) fn scan(
+/// The log segments of the store (and the highest incarnation any header carries).
+fn log_segments(
     dev: &dyn BlockDevice,
     sb: &Superblock,
-    config: &Config,
-) -> Result<Recovered, OpenError> {
-    let started = Instant::now();
-    let bs = sb.block_size as usize;
-    let seed = format::store_seed(&sb.uuid);
-    let mut block = AlignedBuf::zeroed(bs)?;
+) -> Result<(Vec<(u32, SegmentHeader)>, u32), OpenError> {
+    let mut block = AlignedBuf::zeroed(usize_of(u64::from(sb.block_size)))?;
     let mut logs = Vec::new();
     let mut max_incarnation = 0;
     for segment in 0..sb.segment_count {
@@ -167,52 +180,92 @@ pub(crate) fn scan(
             }
         }
     }
+    Ok((logs, max_incarnation))
+}
+
+/// What one segment's scan found.
+struct SegmentScan {
+    /// Records read, those at or below the purge point included.
+    records: u64,
+    /// The highest sequence number above the purge point, if any record had one.
+    max_seq: Option<u64>,
+    /// Bytes from the segment's start to the end of its valid records.
+    written: u32,
+    torn: bool,
+}
+
+/// Applies the valid records of one log segment (its image in `buf`) to `index`.
+fn scan_segment(
+    buf: &[u8],
+    sb: &Superblock,
+    segment: u32,
+    header: &SegmentHeader,
+    index: &mut Index,
+) -> SegmentScan {
+    let bs = usize_of(u64::from(sb.block_size));
+    let seed = format::store_seed(&sb.uuid);
+    let mut scanner = format::Scanner::with_runs(&buf[bs..], seed, header.runs(bs));
+    let (mut records, mut max_seq) = (0u64, None);
+    for (offset, r) in scanner.by_ref() {
+        records += 1;
+        if r.seq <= sb.purge_seq {
+            continue;
+        }
+        max_seq = max_seq.max(Some(r.seq));
+        let loc = Loc {
+            segment,
+            offset: seg_u32(bs + offset),
+        };
+        let value_len = seg_u32(r.value.len());
+        index.apply_recovered(r.key, r.seq, loc, r.kind, value_len);
+    }
+    let torn = scanner.end == Some(format::ScanEnd::Invalid);
+    if torn {
+        log::debug!(
+            "segment {segment}: log ends at byte {} with torn or stale data",
+            bs + scanner.offset
+        );
+    }
+    SegmentScan {
+        records,
+        max_seq,
+        written: seg_u32(bs + scanner.offset),
+        torn,
+    }
+}
+
+/// Rebuilds the index by reading every log segment.
+pub(crate) fn scan(
+    dev: &dyn BlockDevice,
+    sb: &Superblock,
+    config: &Config,
+) -> Result<Recovered, OpenError> {
+    let started = Instant::now();
+    let (logs, max_incarnation) = log_segments(dev, sb)?;
     let progress = config.progress.as_ref().map(|p| &p.0);
     if let Some(p) = progress {
-        p.start("recovering segments", logs.len() as u64);
+        p.start("recovering segments", u64_of(logs.len()));
     }
     let mut index = Index::new(sb.segment_count);
     let mut space = Space::new(sb.segment_count, max_incarnation);
-    let mut buf = AlignedBuf::zeroed(sb.segment_size as usize)?;
+    let mut buf = AlignedBuf::zeroed(usize_of(sb.segment_size))?;
     let (mut max_seq, mut records, mut torn) = (sb.purge_seq, 0u64, 0u32);
     for (i, (segment, header)) in logs.iter().enumerate() {
-        let (segment, incarnation) = (*segment, header.current_incarnation());
-        dev.read_at(&mut buf, sb.segment_offset(segment))?;
-        let mut scanner = format::Scanner::with_runs(&buf[bs..], seed, header.runs(bs));
-        let mut any = false;
-        for (offset, r) in scanner.by_ref() {
-            records += 1;
-            if r.seq <= sb.purge_seq {
-                continue;
-            }
-            any = true;
-            max_seq = max_seq.max(r.seq);
-            let loc = Loc {
-                segment,
-                offset: (bs + offset) as u32,
+        dev.read_at(&mut buf, sb.segment_offset(*segment))?;
+        let found = scan_segment(&buf, sb, *segment, header, &mut index);
+        records += found.records;
+        torn += u32::from(found.torn);
+        if let Some(seq) = found.max_seq {
+            max_seq = max_seq.max(seq);
+            let info = SegInfo {
+                state: SegState::Sealed,
+                incarnation: header.current_incarnation(),
+                written: found.written,
             };
-            index.apply_recovered(r.key, r.seq, loc, r.kind, r.value.len() as u32);
-        }
-        if scanner.end == Some(format::ScanEnd::Invalid) {
-            torn += 1;
-            log::debug!(
-                "segment {segment}: log ends at byte {} with torn or stale data",
-                bs + scanner.offset
-            );
-        }
-        if any {
-            let written = (bs + scanner.offset) as u32;
-            space.set(
-                segment,
-                SegInfo {
-                    state: SegState::Sealed,
-                    incarnation,
-                    written,
-                },
-            );
+            space.set(*segment, info);
         }
         if let Some(p) = progress {
-            p.advance(i as u64 + 1, &format!("{} records", index.live_records()));
+            p.advance(u64_of(i) + 1, &format!("{} records", index.live_records()));
         }
     }
     if let Some(p) = progress {
@@ -221,7 +274,7 @@ pub(crate) fn scan(
     log::info!(
         "scanned {} log segments ({} MiB) in {} ms: {} records read, {} live keys, {} segments with a torn or stale tail",
         logs.len(),
-        (logs.len() as u64 * sb.segment_size) >> 20,
+        (u64_of(logs.len()) * sb.segment_size) >> 20,
         started.elapsed().as_millis(),
         records,
         index.live_records(),
@@ -231,7 +284,7 @@ pub(crate) fn scan(
         sb: *sb,
         index,
         space,
-        next_seq: max_seq + 1,
+        next_seq: max_seq.checked_add(1).expect("sequence numbers exhausted"),
     })
 }
 
@@ -242,53 +295,54 @@ pub(crate) fn scan(
 /// The resumed segment's header gets a resumption: records from its current end on carry a
 /// new incarnation, so whatever a torn write left past that end is never read as a record.
 /// The header is on stable media before any record is written there.
-pub(crate) fn resume_log(shared: &Shared) -> std::io::Result<Option<SegmentWriter>> {
-    let block = shared.block_size as usize;
-    let space = shared.space.lock();
-    if space.free_count() > super::compaction::low_free_segments(space.segment_count()) {
-        return Ok(None);
-    }
-    let candidate = space
-        .sealed()
-        .map(|(s, info)| (shared.segment_size - info.written as u64, s, info))
-        .filter(|&(room, _, _)| room >= 4 * block as u64)
-        .max_by_key(|&(room, s, _)| (room, std::cmp::Reverse(s)));
-    drop(space);
+/// It runs while the store opens, before any thread starts: a failure fails the open.
+pub(crate) fn resume_log(shared: &Shared) -> io::Result<Option<SegmentWriter>> {
+    let geometry = &shared.geometry;
+    let block = geometry.block();
+    let candidate = {
+        let space = shared.segments.lock();
+        if space.free_count() > low_free_segments(space.segment_count()) {
+            return Ok(None);
+        }
+        space
+            .sealed()
+            .map(|(s, info)| (geometry.segment_size - u64::from(info.written), s, info))
+            .filter(|&(room, _, _)| room >= 4 * u64_of(block))
+            .max_by_key(|&(room, s, _)| (room, std::cmp::Reverse(s)))
+    };
     let Some((_, segment, info)) = candidate else {
         return Ok(None);
     };
-    let base = shared.segment_base(segment);
-    let mut buf = AlignedBuf::zeroed(shared.segment_size as usize)?;
-    let extent = align_up(info.written as u64, block as u64) as usize;
-    shared.dev.read_at(&mut buf[..extent], base)?;
+    let base = geometry.segment_base(segment);
+    let mut buf = AlignedBuf::zeroed(geometry.segment_len())?;
+    let extent = usize_of(align_up(u64::from(info.written), u64_of(block)));
+    let dev = shared.disk.dev();
+    dev.read_at(&mut buf[..extent], base)?;
     let Some(header) = SegmentHeader::decode(&buf[..block]).filter(|h| {
-        h.uuid == shared.uuid
+        h.uuid == geometry.uuid
             && h.state == SegmentState::Log
             && h.current_incarnation() == info.incarnation
     }) else {
         log::warn!("segment {segment}: header unreadable; not resuming it");
         return Ok(None);
     };
-    if header.resumed as usize >= format::RESUMPTIONS_MAX {
+    if usize::from(header.resumed) >= format::RESUMPTIONS_MAX {
         return Ok(None);
     }
-    let incarnation = shared.space.lock().resume(segment);
+    let incarnation = shared.segments.lock().resume(segment);
     let resumed = header
         .resume(info.written, incarnation)
         .expect("checked above");
     let mut first = AlignedBuf::zeroed(block)?;
     first[..format::SEGMENT_HEADER_LEN].copy_from_slice(&resumed.encode());
-    shared.device_write(&first, base)?;
-    shared.device_flush()?;
+    dev.write_at(&first, base)?;
+    dev.flush()?;
     log::debug!(
         "resumed segment {segment} at byte {} with incarnation {incarnation}",
         info.written
     );
+    let fill = usize_of(u64::from(info.written));
     Ok(Some(SegmentWriter::resume(
-        shared,
-        buf,
-        segment,
-        &resumed,
-        info.written as usize,
+        geometry, buf, segment, &resumed, fill,
     )))
 }

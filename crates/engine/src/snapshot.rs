@@ -24,60 +24,113 @@
 //! every key up, and builds the ordered index in one pass (see [`Restore`]). A snapshot of
 //! another version is refused, and the log is scanned instead.
 
-use std::io;
-use std::sync::atomic::Ordering;
+use std::fmt;
+use std::time::Instant;
 
-use super::device::{align_up, AlignedBuf, BlockDevice};
-use super::format::{self, SegmentHeader, SegmentState, SnapshotRef, Superblock};
-use super::index::{Loc, Restore};
-use super::recovery::Recovered;
-use super::space::{SegInfo, SegState, Space};
-use super::writer::write_superblock;
-use super::Shared;
+use crate::device::{align_up, AlignedBuf, BlockDevice};
+use crate::error::Error;
+use crate::format::{self, SegmentHeader, SegmentState, SnapshotRef, Superblock};
+use crate::index::{Index, Loc, Restore};
+use crate::num::{segment_u32, u64_of, usize_of};
+use crate::space::{SegInfo, SegState, Space};
+use crate::store::Shared;
 
 const MAGIC: &[u8; 8] = b"HPKVSNAP";
 /// 2: entries in strictly increasing key order (1 had them in no particular order).
 const VERSION: u32 = 2;
+/// Bytes of the stream's fixed head: magic, version, `next_seq`, `purge_seq`,
+/// `next_incarnation`, `segment_count`.
+const HEAD_LEN: usize = 8 + 4 + 8 + 8 + 4 + 4;
+/// Bytes of one segment's entry in the table.
+const SEGMENT_ENTRY_LEN: usize = 1 + 4 + 4;
+/// Bytes of an index entry besides its key.
+const ENTRY_FIXED_LEN: usize = 2 + 8 + 4 + 4 + 4 + 4;
 /// The fewest bytes an entry takes in the stream (a 1-byte key).
-const ENTRY_MIN: usize = 2 + 1 + 24;
+const ENTRY_MIN: usize = ENTRY_FIXED_LEN + 1;
 
-/// Writes a snapshot of the quiet store and points the superblock at it. The committer and
-/// compaction have stopped. If the device has no room, it says so and writes nothing.
-pub(crate) fn write_at_shutdown(shared: &Shared) -> io::Result<()> {
-    let started = std::time::Instant::now();
-    let index = shared.index.read();
-    let mut space = shared.space.lock();
-    let capacity = shared.segment_capacity() as usize;
-    let open = space
-        .in_state(SegState::Active)
-        .chain(space.in_state(SegState::CompactionOutput))
-        .count();
-    assert_eq!(open, 0, "a snapshot needs every segment sealed or free");
-    // Size it first: the stream records the segment table after the run is allocated.
-    let entries_bytes: usize = index.iter_all().map(|e| 2 + e.key().len() + 24).sum();
-    let bytes = 8 + 4 + 8 + 8 + 4 + 4 + space.segment_count() as usize * 9 + 8 + entries_bytes;
-    let run = bytes.div_ceil(capacity) as u32;
-    let Some(first) = space.take_run(run, SegState::Snapshot) else {
-        log::warn!("no {run} consecutive free segments for an index snapshot; the next start will scan the log");
-        return Ok(());
-    };
+/// What a snapshot gives back: the index, the segment table and the next sequence number.
+pub(crate) struct Loaded {
+    pub index: Index,
+    pub space: Space,
+    pub next_seq: u64,
+}
+
+/// Why a snapshot was not used (the log is scanned instead).
+#[derive(Debug)]
+pub(crate) enum SnapshotError {
+    Io(std::io::Error),
+    /// A segment of the run is not a snapshot segment of this store.
+    NotSnapshot {
+        segment: u32,
+    },
+    Checksum,
+    Version,
+    /// The stream ends inside a field.
+    Truncated,
+    /// The stream disagrees with the superblock (purge point or segment count).
+    Superblock(&'static str),
+    /// A segment's entry in the table is impossible.
+    SegmentEntry {
+        segment: u32,
+    },
+    /// An index entry is impossible (bad lengths, outside the log, out of order).
+    Entry(&'static str),
+    TrailingBytes,
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Io(e) => write!(f, "reading it: {e}"),
+            SnapshotError::NotSnapshot { segment } => {
+                write!(f, "segment {segment} is not part of a snapshot")
+            }
+            SnapshotError::Checksum => f.write_str("checksum mismatch"),
+            SnapshotError::Version => f.write_str("not a snapshot of this version"),
+            SnapshotError::Truncated => f.write_str("truncated"),
+            SnapshotError::Superblock(what) => write!(f, "{what} differs from the superblock"),
+            SnapshotError::SegmentEntry { segment } => write!(f, "bad state for segment {segment}"),
+            SnapshotError::Entry(what) => write!(f, "bad entry: {what}"),
+            SnapshotError::TrailingBytes => f.write_str("trailing bytes"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for SnapshotError {
+    fn from(e: std::io::Error) -> SnapshotError {
+        SnapshotError::Io(e)
+    }
+}
+
+/// The stream's bytes for the quiet store (see the module's text for the layout).
+fn encode(index: &Index, space: &Space, next_seq: u64, purge_seq: u64, bytes: usize) -> Vec<u8> {
     let mut stream = Vec::with_capacity(bytes);
     stream.extend_from_slice(MAGIC);
     stream.extend_from_slice(&VERSION.to_le_bytes());
-    stream.extend_from_slice(&shared.next_seq.load(Ordering::SeqCst).to_le_bytes());
-    stream.extend_from_slice(&shared.sb.lock().purge_seq.to_le_bytes());
+    stream.extend_from_slice(&next_seq.to_le_bytes());
+    stream.extend_from_slice(&purge_seq.to_le_bytes());
     stream.extend_from_slice(&space.next_incarnation().to_le_bytes());
     stream.extend_from_slice(&space.segment_count().to_le_bytes());
     for s in 0..space.segment_count() {
         let info = space.seg(s);
-        let state = u8::from(info.state == SegState::Sealed);
-        stream.push(state);
+        let sealed = info.state == SegState::Sealed;
+        stream.push(u8::from(sealed));
         stream.extend_from_slice(&info.incarnation.to_le_bytes());
-        stream.extend_from_slice(&(if state == 1 { info.written } else { 0 }).to_le_bytes());
+        stream.extend_from_slice(&(if sealed { info.written } else { 0 }).to_le_bytes());
     }
-    stream.extend_from_slice(&(index.len() as u64).to_le_bytes());
+    stream.extend_from_slice(&u64_of(index.len()).to_le_bytes());
     for e in index.iter_ordered() {
-        stream.extend_from_slice(&(e.key().len() as u16).to_le_bytes());
+        let key_len = u16::try_from(e.key().len()).expect("keys are at most KEY_MAX bytes");
+        stream.extend_from_slice(&key_len.to_le_bytes());
         stream.extend_from_slice(e.key());
         stream.extend_from_slice(&e.seq.to_le_bytes());
         stream.extend_from_slice(&e.loc.segment.to_le_bytes());
@@ -86,33 +139,66 @@ pub(crate) fn write_at_shutdown(shared: &Shared) -> io::Result<()> {
         stream.extend_from_slice(&e.meta_bits().to_le_bytes());
     }
     assert_eq!(stream.len(), bytes, "snapshot size estimate is off");
-    let bs = shared.block_size as usize;
-    let mut buf = AlignedBuf::zeroed(shared.segment_size as usize)?;
+    stream
+}
+
+/// Writes `stream` into the run of segments starting at `first`, each with its header.
+fn write_run(shared: &Shared, space: &Space, first: u32, stream: &[u8]) -> Result<(), Error> {
+    let geometry = &shared.geometry;
+    let bs = geometry.block();
+    let capacity = usize_of(geometry.segment_capacity());
+    let mut buf = AlignedBuf::zeroed(geometry.segment_len())?;
     for (i, chunk) in stream.chunks(capacity).enumerate() {
-        let segment = first + i as u32;
-        let header = SegmentHeader::new(
-            shared.uuid,
-            space.seg(segment).incarnation,
-            SegmentState::Snapshot,
-            0,
-        );
+        let segment = first + segment_u32(i);
+        let incarnation = space.seg(segment).incarnation;
+        let header = SegmentHeader::new(geometry.uuid, incarnation, SegmentState::Snapshot, 0);
         buf.fill(0);
         buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
         buf[bs..bs + chunk.len()].copy_from_slice(chunk);
-        let end = align_up((bs + chunk.len()) as u64, bs as u64) as usize;
-        shared.device_write(&buf[..end], shared.segment_base(segment))?;
+        let end = usize_of(align_up(u64_of(bs + chunk.len()), u64_of(bs)));
+        shared
+            .disk
+            .write(&buf[..end], geometry.segment_base(segment))?;
     }
-    shared.device_flush()?;
+    shared.disk.flush()
+}
+
+/// Writes a snapshot of the quiet store and points the superblock at it. The committer and
+/// compaction have stopped; `next_seq` is the committer's last word. If the device has no
+/// room, it says so and writes nothing.
+pub(crate) fn write_at_shutdown(shared: &Shared, next_seq: u64) -> Result<(), Error> {
+    let started = Instant::now();
     let mut sb = shared.sb.lock();
+    let index = shared.index.read();
+    let mut space = shared.segments.lock();
+    let open = space
+        .in_state(SegState::Active)
+        .chain(space.in_state(SegState::CompactionOutput))
+        .count();
+    assert_eq!(open, 0, "a snapshot needs every segment sealed or free");
+    // Size it first: the stream records the segment table after the run is allocated.
+    let entries_bytes: usize = index
+        .iter_all()
+        .map(|e| ENTRY_FIXED_LEN + e.key().len())
+        .sum();
+    let segments = usize_of(u64::from(space.segment_count()));
+    let bytes = HEAD_LEN + segments * SEGMENT_ENTRY_LEN + 8 + entries_bytes;
+    let run = segment_u32(bytes.div_ceil(usize_of(shared.geometry.segment_capacity())));
+    let Some(first) = space.take_run(run, SegState::Snapshot) else {
+        log::warn!("no {run} consecutive free segments for an index snapshot; the next start will scan the log");
+        return Ok(());
+    };
+    let stream = encode(&index, &space, next_seq, sb.purge_seq, bytes);
+    write_run(shared, &space, first, &stream)?;
     let mut new = *sb;
     new.generation += 1;
     new.snapshot = Some(SnapshotRef {
         first_segment: first,
         segment_count: run,
-        bytes: bytes as u64,
+        bytes: u64_of(bytes),
         crc: format::crc(&stream),
     });
-    write_superblock(&*shared.dev, &new)?;
+    shared.disk.write_superblock(&new)?;
     *sb = new;
     log::info!(
         "wrote an index snapshot of {} entries ({} KiB) in {} ms",
@@ -123,122 +209,169 @@ pub(crate) fn write_at_shutdown(shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads the stream `snap` describes and checks its checksum. Returns it and the highest
+/// incarnation of its segments' headers.
+fn read_stream(
+    dev: &dyn BlockDevice,
+    sb: &Superblock,
+    snap: SnapshotRef,
+) -> Result<(Vec<u8>, u32), SnapshotError> {
+    let bs = usize_of(u64::from(sb.block_size));
+    let capacity = usize_of(sb.segment_size) - bs;
+    // Superblock::decode bounds `bytes` by the run's record areas.
+    let total = usize_of(snap.bytes);
+    let mut stream = Vec::with_capacity(total);
+    let mut buf = AlignedBuf::zeroed(usize_of(sb.segment_size))?;
+    let mut max_incarnation = 0;
+    for i in 0..snap.segment_count {
+        let segment = snap.first_segment + i;
+        let want = (total - stream.len()).min(capacity);
+        let end = usize_of(align_up(u64_of(bs + want), u64_of(bs)));
+        dev.read_at(&mut buf[..end], sb.segment_offset(segment))?;
+        let h = SegmentHeader::decode(&buf[..bs])
+            .filter(|h| h.uuid == sb.uuid && h.state == SegmentState::Snapshot)
+            .ok_or(SnapshotError::NotSnapshot { segment })?;
+        max_incarnation = max_incarnation.max(h.current_incarnation());
+        stream.extend_from_slice(&buf[bs..bs + want]);
+    }
+    if stream.len() != total || format::crc(&stream) != snap.crc {
+        return Err(SnapshotError::Checksum);
+    }
+    Ok((stream, max_incarnation))
+}
+
+/// Decodes the segment table; every field is bounded by the superblock.
+fn decode_table(
+    r: &mut Reader<'_>,
+    sb: &Superblock,
+    snap: SnapshotRef,
+    space: &mut Space,
+) -> Result<(), SnapshotError> {
+    let run = snap.first_segment..snap.first_segment + snap.segment_count;
+    for segment in 0..sb.segment_count {
+        let (state, incarnation, written) = (r.u8()?, r.u32()?, r.u32()?);
+        let fits = (u64::from(sb.block_size)..=sb.segment_size).contains(&u64::from(written));
+        match state {
+            1 if !run.contains(&segment) && fits && incarnation < space.next_incarnation() => {
+                let info = SegInfo {
+                    state: SegState::Sealed,
+                    incarnation,
+                    written,
+                };
+                space.set(segment, info);
+            }
+            0 => {}
+            _ => return Err(SnapshotError::SegmentEntry { segment }),
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the index entries; each must point inside a sealed segment's written bytes.
+fn decode_entries(
+    r: &mut Reader<'_>,
+    sb: &Superblock,
+    space: &Space,
+    next_seq: u64,
+) -> Result<Index, SnapshotError> {
+    let entries = r.u64()?;
+    // Sized by the count, unless the stream is too short to hold that many entries.
+    let expected = usize_of(entries).min(r.left() / ENTRY_MIN);
+    let mut restore = Restore::new(sb.segment_count, expected);
+    for _ in 0..entries {
+        let key_len = usize::from(r.u16()?);
+        let key = r.take(key_len)?;
+        let (seq, segment, offset, value_len, meta) =
+            (r.u64()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+        let lengths = (1..=format::KEY_MAX).contains(&key_len)
+            && usize_of(u64::from(value_len)) <= format::VALUE_MAX;
+        if !lengths {
+            return Err(SnapshotError::Entry("a key or value length out of bounds"));
+        }
+        let sealed = segment < sb.segment_count && space.seg(segment).state == SegState::Sealed;
+        let len = u64_of(format::record_len(key_len, usize_of(u64::from(value_len))));
+        let fits = sealed
+            && offset >= sb.block_size
+            && u64::from(offset) + len <= u64::from(space.seg(segment).written);
+        if !fits || seq >= next_seq || seq <= sb.purge_seq {
+            return Err(SnapshotError::Entry("it points outside the log"));
+        }
+        let loc = Loc { segment, offset };
+        // Also refuses a key not above the previous one: out of order, or a duplicate.
+        restore
+            .push(key, seq, loc, value_len, meta)
+            .map_err(SnapshotError::Entry)?;
+    }
+    Ok(restore.finish())
+}
+
 /// Loads the snapshot `snap` describes. Any inconsistency is an error: the caller then
 /// scans the log instead.
 pub(crate) fn load(
     dev: &dyn BlockDevice,
     sb: &Superblock,
     snap: SnapshotRef,
-) -> Result<Recovered, String> {
-    let bs = sb.block_size as usize;
-    let capacity = sb.segment_size as usize - bs;
-    let mut stream = Vec::with_capacity(snap.bytes as usize);
-    let mut buf = AlignedBuf::zeroed(sb.segment_size as usize).map_err(|e| e.to_string())?;
-    let mut max_incarnation = 0;
-    for i in 0..snap.segment_count {
-        let segment = snap.first_segment + i;
-        let want = (snap.bytes as usize - stream.len()).min(capacity);
-        let end = align_up((bs + want) as u64, bs as u64) as usize;
-        dev.read_at(&mut buf[..end], sb.segment_offset(segment))
-            .map_err(|e| e.to_string())?;
-        let h = SegmentHeader::decode(&buf[..bs])
-            .filter(|h| h.uuid == sb.uuid && h.state == SegmentState::Snapshot)
-            .ok_or_else(|| format!("segment {segment} is not part of a snapshot"))?;
-        max_incarnation = max_incarnation.max(h.current_incarnation());
-        stream.extend_from_slice(&buf[bs..bs + want]);
-    }
-    if stream.len() as u64 != snap.bytes || format::crc(&stream) != snap.crc {
-        return Err("checksum mismatch".into());
-    }
+) -> Result<Loaded, SnapshotError> {
+    let (stream, max_incarnation) = read_stream(dev, sb, snap)?;
     let mut r = Reader { b: &stream, at: 0 };
     if r.take(8)? != MAGIC || r.u32()? != VERSION {
-        return Err("not a snapshot of this version".into());
+        return Err(SnapshotError::Version);
     }
     let next_seq = r.u64()?;
-    if r.u64()? != sb.purge_seq {
-        return Err("purge point differs from the superblock".into());
+    if r.u64()? != sb.purge_seq || next_seq <= sb.purge_seq {
+        return Err(SnapshotError::Superblock("the purge point"));
     }
     let next_incarnation = r.u32()?;
     if r.u32()? != sb.segment_count {
-        return Err("segment count differs from the superblock".into());
+        return Err(SnapshotError::Superblock("the segment count"));
     }
-    let mut space = Space::new(
-        sb.segment_count,
-        next_incarnation.max(max_incarnation + 1) - 1,
-    );
-    for segment in 0..sb.segment_count {
-        let (state, incarnation, written) = (r.u8()?, r.u32()?, r.u32()?);
-        let in_run =
-            (snap.first_segment..snap.first_segment + snap.segment_count).contains(&segment);
-        match state {
-            1 if !in_run && written as u64 <= sb.segment_size => space.set(
-                segment,
-                SegInfo {
-                    state: SegState::Sealed,
-                    incarnation,
-                    written,
-                },
-            ),
-            0 => {}
-            _ => return Err(format!("bad state for segment {segment}")),
-        }
+    let last_incarnation = next_incarnation
+        .max(max_incarnation.saturating_add(1))
+        .checked_sub(1)
+        .ok_or(SnapshotError::Superblock("the incarnation"))?;
+    let mut space = Space::new(sb.segment_count, last_incarnation);
+    decode_table(&mut r, sb, snap, &mut space)?;
+    let index = decode_entries(&mut r, sb, &space, next_seq)?;
+    if r.left() != 0 {
+        return Err(SnapshotError::TrailingBytes);
     }
-    let entries = r.u64()?;
-    // Sized by the count, unless the stream is too short to hold that many entries.
-    let expected = entries.min(((stream.len() - r.at) / ENTRY_MIN) as u64);
-    let mut restore = Restore::new(sb.segment_count, expected as usize);
-    for _ in 0..entries {
-        let key_len = r.u16()? as usize;
-        let key = r.take(key_len)?;
-        let (seq, segment, offset, value_len, meta) =
-            (r.u64()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-        let sealed = segment < sb.segment_count && space.seg(segment).state == SegState::Sealed;
-        let fits = sealed
-            && offset as u64 + format::record_len(key_len, value_len as usize) as u64
-                <= space.seg(segment).written as u64;
-        if !(1..=format::KEY_MAX).contains(&key_len) || !fits || seq >= next_seq {
-            return Err("an entry points outside the log".into());
-        }
-        let loc = Loc { segment, offset };
-        // Also refuses a key not above the previous one: out of order, or a duplicate.
-        restore
-            .push(key, seq, loc, value_len, meta)
-            .map_err(|e| e.to_string())?;
-    }
-    let index = restore.finish();
-    if r.at != stream.len() {
-        return Err("trailing bytes".into());
-    }
-    Ok(Recovered {
-        sb: *sb,
+    Ok(Loaded {
         index,
         space,
         next_seq,
     })
 }
 
+/// Reads little-endian fields off the stream, refusing to read past its end.
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self.b.get(self.at..self.at + n).ok_or("truncated")?;
-        self.at += n;
+    fn left(&self) -> usize {
+        self.b.len() - self.at
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
+        let end = self.at.checked_add(n).ok_or(SnapshotError::Truncated)?;
+        let s = self.b.get(self.at..end).ok_or(SnapshotError::Truncated)?;
+        self.at = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8, SnapshotError> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    fn u16(&mut self) -> Result<u16, SnapshotError> {
+        self.array().map(u16::from_le_bytes)
     }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        self.array().map(u32::from_le_bytes)
     }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        self.array().map(u64::from_le_bytes)
     }
 }
 
@@ -252,11 +385,11 @@ mod tests {
     use crate::{Config, Engine};
 
     fn superblock(dev: &dyn BlockDevice) -> Superblock {
-        let mut head = AlignedBuf::zeroed(format::DATA_OFFSET as usize).unwrap();
+        let mut head = AlignedBuf::zeroed(usize_of(format::DATA_OFFSET)).unwrap();
         dev.read_at(&mut head, 0).unwrap();
         format::SUPERBLOCK_OFFSETS
             .iter()
-            .filter_map(|&o| Superblock::decode(&head[o as usize..]))
+            .filter_map(|&o| Superblock::decode(&head[usize_of(o)..]))
             .max_by_key(|sb| sb.generation)
             .unwrap()
     }

@@ -8,8 +8,21 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::num::{segment_u32, usize_of};
+
+/// At or below this many free segments, space is short: compaction takes any victim that
+/// reclaims something, and a restart resumes the user log in place.
+pub(crate) fn low_free_segments(total: u32) -> usize {
+    (usize_of(u64::from(total)) / 10).max(3)
+}
+
+fn at(segment: u32) -> usize {
+    usize_of(u64::from(segment))
+}
+
+/// What a segment holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SegState {
+pub(crate) enum SegState {
     Free,
     /// The user log's active segment.
     Active,
@@ -19,8 +32,9 @@ pub enum SegState {
     Snapshot,
 }
 
+/// A segment's entry in the table.
 #[derive(Clone, Copy, Debug)]
-pub struct SegInfo {
+pub(crate) struct SegInfo {
     pub state: SegState,
     pub incarnation: u32,
     /// Bytes in use from the segment's start (header block included) for sealed segments.
@@ -30,7 +44,7 @@ pub struct SegInfo {
 /// Who asks for a segment, in order of priority. Lower priorities must leave reserves so
 /// that deletes and compaction can always make progress on a full device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// Puts and appends: leave two segments (one for deletes, one for compaction).
     Put,
     /// Deletes (tombstones): leave one for compaction.
@@ -49,7 +63,8 @@ impl Purpose {
     }
 }
 
-pub struct Space {
+/// The segment table and the free list.
+pub(crate) struct Space {
     segs: Vec<SegInfo>,
     free: BTreeSet<u32>,
     next_incarnation: u32,
@@ -65,7 +80,7 @@ impl Space {
                     incarnation: 0,
                     written: 0
                 };
-                segment_count as usize
+                at(segment_count)
             ],
             free: (0..segment_count).collect(),
             next_incarnation: max_incarnation
@@ -75,11 +90,11 @@ impl Space {
     }
 
     pub fn seg(&self, segment: u32) -> SegInfo {
-        self.segs[segment as usize]
+        self.segs[at(segment)]
     }
 
     pub fn segment_count(&self) -> u32 {
-        self.segs.len() as u32
+        segment_u32(self.segs.len())
     }
 
     pub fn free_count(&self) -> usize {
@@ -88,7 +103,7 @@ impl Space {
 
     /// Marks a segment found by recovery.
     pub fn set(&mut self, segment: u32, info: SegInfo) {
-        self.segs[segment as usize] = info;
+        self.segs[at(segment)] = info;
         if info.state == SegState::Free {
             self.free.insert(segment);
         } else {
@@ -105,7 +120,7 @@ impl Space {
         state: SegState,
         pins: &[AtomicU32],
     ) -> Option<(u32, u32)> {
-        debug_assert!(matches!(
+        assert!(matches!(
             state,
             SegState::Active | SegState::CompactionOutput | SegState::Snapshot
         ));
@@ -115,17 +130,17 @@ impl Space {
         let segment = *self
             .free
             .iter()
-            .find(|&&s| pins[s as usize].load(Ordering::Acquire) == 0)?;
+            .find(|&&s| pins[at(s)].load(Ordering::Acquire) == 0)?;
         Some((segment, self.claim(segment, state)))
     }
 
     /// Moves free `segment` to `state`, empty, under a fresh incarnation; returns it.
     fn claim(&mut self, segment: u32, state: SegState) -> u32 {
         let was_free = self.free.remove(&segment);
-        debug_assert!(was_free, "segment {segment} claimed twice");
+        assert!(was_free, "segment {segment} claimed twice");
         let incarnation = self.next_incarnation;
         self.next_incarnation = incarnation.checked_add(1).expect("incarnations exhausted");
-        self.segs[segment as usize] = SegInfo {
+        self.segs[at(segment)] = SegInfo {
             state,
             incarnation,
             written: 0,
@@ -138,7 +153,7 @@ impl Space {
         let mut run_start = None;
         let mut found = None;
         for s in 0..self.segment_count() {
-            if self.segs[s as usize].state != SegState::Free {
+            if self.segs[at(s)].state != SegState::Free {
                 run_start = None;
                 continue;
             }
@@ -158,7 +173,7 @@ impl Space {
     /// Reopens a sealed segment for writing after a restart (the user log goes on where it
     /// stopped); returns the incarnation its new records carry.
     pub fn resume(&mut self, segment: u32) -> u32 {
-        let s = &mut self.segs[segment as usize];
+        let s = &mut self.segs[at(segment)];
         assert_eq!(
             s.state,
             SegState::Sealed,
@@ -173,22 +188,24 @@ impl Space {
 
     /// The segment is full (or its writer stopped): it becomes read-only.
     pub fn seal(&mut self, segment: u32, written: u32) {
-        let s = &mut self.segs[segment as usize];
-        debug_assert!(matches!(
-            s.state,
-            SegState::Active | SegState::CompactionOutput
-        ));
+        let s = &mut self.segs[at(segment)];
+        assert!(
+            matches!(s.state, SegState::Active | SegState::CompactionOutput),
+            "segment {segment} sealed twice"
+        );
         s.state = SegState::Sealed;
         s.written = written;
     }
 
     /// Records how far an open segment has been written (for readers of `written`).
     pub fn note_written(&mut self, segment: u32, written: u32) {
-        self.segs[segment as usize].written = written;
+        self.segs[at(segment)].written = written;
     }
 
+    /// The segment is empty on disk: it becomes free.
     pub fn release(&mut self, segment: u32) {
-        let s = &mut self.segs[segment as usize];
+        let s = &mut self.segs[at(segment)];
+        assert!(s.state != SegState::Free, "segment {segment} freed twice");
         s.state = SegState::Free;
         s.written = 0;
         self.free.insert(segment);
@@ -197,8 +214,8 @@ impl Space {
     /// Frees every segment (PURGE); returns how many were in use.
     pub fn release_all(&mut self) -> usize {
         let mut n = 0;
-        for segment in 0..self.segs.len() as u32 {
-            if self.segs[segment as usize].state != SegState::Free {
+        for segment in 0..segment_u32(self.segs.len()) {
+            if self.segs[at(segment)].state != SegState::Free {
                 self.release(segment);
                 n += 1;
             }
@@ -211,7 +228,7 @@ impl Space {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.state == SegState::Sealed)
-            .map(|(i, s)| (i as u32, *s))
+            .map(|(i, s)| (segment_u32(i), *s))
     }
 
     pub fn in_state(&self, state: SegState) -> impl Iterator<Item = u32> + '_ {
@@ -219,7 +236,7 @@ impl Space {
             .iter()
             .enumerate()
             .filter(move |(_, s)| s.state == state)
-            .map(|(i, _)| i as u32)
+            .map(|(i, _)| segment_u32(i))
     }
 
     pub fn next_incarnation(&self) -> u32 {

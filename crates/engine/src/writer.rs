@@ -1,4 +1,5 @@
-//! The write path: one committer thread owns the user log and applies writes in batches.
+//! The write path: one committer thread owns the user log (its active segment) and the
+//! sequence numbers, and applies writes in batches.
 //!
 //! A batch is whatever is queued when the committer comes round, up to [`BATCH_OPS_MAX`]
 //! operations: each is checked against the index (and earlier writes of the same batch),
@@ -11,40 +12,49 @@
 //! flush error fails the whole batch and turns the store read-only (see DESIGN.md).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::device::{align_down, align_up, AlignedBuf, BlockDevice};
-use super::format::{self, Kind, SegmentHeader, SegmentState, VALUE_MAX};
-use super::index::Loc;
-use super::observe::Change;
-use super::space::{Purpose, SegState};
-use super::{
-    validate_key, validate_value, Counters, Done, Durability, Error, Shared, SPACE_WAIT_MAX,
-};
+use crate::compaction::Compactor;
+use crate::config::Durability;
+use crate::device::AlignedBuf;
+use crate::error::Error;
+use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
+use crate::index::Loc;
+use crate::observe::Change;
+use crate::space::{Purpose, SegState};
+use crate::store::{Counters, Shared};
 
 /// Operations one batch takes at most.
 const BATCH_OPS_MAX: usize = 512;
 /// Bytes of records one batch writes at most (besides the one that crosses the bound).
 const BATCH_BYTES_MAX: usize = 8 << 20;
+/// How long a write waits for compaction to free space before it answers ENOSPC.
+const SPACE_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// A write request.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum WriteOp {
     /// Insert or overwrite.
     Put {
+        /// The key, 1 to 512 bytes.
         key: Box<[u8]>,
+        /// The value, 1 to 102,400 bytes.
         value: Box<[u8]>,
     },
     /// Append to the value (a missing key is created with `suffix`).
     Append {
+        /// The key, 1 to 512 bytes.
         key: Box<[u8]>,
+        /// The bytes to append, 1 to 102,400.
         suffix: Box<[u8]>,
     },
+    /// Remove a key ([`Error::NotFound`] if it has no value).
     Delete {
+        /// The key, 1 to 512 bytes.
         key: Box<[u8]>,
     },
     /// Remove every record.
@@ -53,145 +63,61 @@ pub enum WriteOp {
     Sync,
 }
 
+/// Checks a key's length.
+///
+/// # Errors
+/// [`Error::Invalid`] unless it is 1 to 512 bytes.
+pub fn validate_key(key: &[u8]) -> Result<(), Error> {
+    if key.is_empty() || key.len() > KEY_MAX {
+        return Err(Error::Invalid("key length must be 1 to 512 bytes"));
+    }
+    Ok(())
+}
+
+/// Checks a value's length.
+///
+/// # Errors
+/// [`Error::Invalid`] unless it is 1 to 102,400 bytes.
+pub fn validate_value(value: &[u8]) -> Result<(), Error> {
+    if value.is_empty() || value.len() > VALUE_MAX {
+        return Err(Error::Invalid("value length must be 1 to 102400 bytes"));
+    }
+    Ok(())
+}
+
 impl WriteOp {
+    /// Checks the lengths of the operation's key and value.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a length out of bounds.
     pub fn validate(&self) -> Result<(), Error> {
         match self {
-            WriteOp::Put { key, value } => validate_key(key).and_then(|_| validate_value(value)),
+            WriteOp::Put { key, value } => validate_key(key).and_then(|()| validate_value(value)),
             WriteOp::Append { key, suffix } => {
-                validate_key(key).and_then(|_| validate_value(suffix))
+                validate_key(key).and_then(|()| validate_value(suffix))
             }
             WriteOp::Delete { key } => validate_key(key),
             WriteOp::Purge | WriteOp::Sync => Ok(()),
         }
     }
+
+    fn bytes(&self) -> usize {
+        match self {
+            WriteOp::Put { key, value } => key.len() + value.len(),
+            WriteOp::Append { key, suffix } => key.len() + suffix.len(),
+            WriteOp::Delete { key } => key.len(),
+            WriteOp::Purge | WriteOp::Sync => 0,
+        }
+    }
 }
+
+/// Called with the outcome of a write once it is acknowledged (or refused).
+pub type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
 pub(crate) enum Msg {
     Op(WriteOp, Done),
-    /// Finish everything queued, flush, and answer.
-    Shutdown(Sender<Result<(), Error>>),
-}
-
-/// A segment being filled: a memory image of the whole segment, written to the device in
-/// block-aligned pieces. The committer and compaction each own one.
-pub(crate) struct SegmentWriter {
-    pub segment: u32,
-    pub incarnation: u32,
-    seed: u32,
-    base: u64,
-    block: usize,
-    buf: AlignedBuf,
-    /// Bytes used from the segment's start.
-    fill: usize,
-    /// Bytes handed to the device so far.
-    written: usize,
-}
-
-impl SegmentWriter {
-    /// Starts segment `segment` in `buf` (a zeroed buffer of the segment's size).
-    pub fn start(
-        shared: &Shared,
-        mut buf: AlignedBuf,
-        segment: u32,
-        incarnation: u32,
-        first_seq: u64,
-    ) -> SegmentWriter {
-        debug_assert_eq!(buf.len() as u64, shared.segment_size);
-        let header = SegmentHeader::new(shared.uuid, incarnation, SegmentState::Log, first_seq);
-        buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        SegmentWriter {
-            segment,
-            incarnation,
-            seed: shared.seed,
-            base: shared.segment_base(segment),
-            block: shared.block_size as usize,
-            buf,
-            fill: shared.block_size as usize,
-            written: 0,
-        }
-    }
-
-    /// Resumes a segment after a restart: `buf` holds the segment as read from the device,
-    /// its records end at `fill`, and `header` (already on the device) says that records
-    /// from `fill` on carry `header.current_incarnation()`.
-    pub fn resume(
-        shared: &Shared,
-        mut buf: AlignedBuf,
-        segment: u32,
-        header: &SegmentHeader,
-        fill: usize,
-    ) -> SegmentWriter {
-        debug_assert_eq!(buf.len() as u64, shared.segment_size);
-        // Whatever followed the records (torn leftovers) goes; zeros end the log cleanly.
-        buf[fill..].fill(0);
-        buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
-        SegmentWriter {
-            segment,
-            incarnation: header.current_incarnation(),
-            seed: shared.seed,
-            base: shared.segment_base(segment),
-            block: shared.block_size as usize,
-            buf,
-            fill,
-            written: fill,
-        }
-    }
-
-    pub fn fits(&self, len: usize) -> bool {
-        self.fill + len <= self.buf.len()
-    }
-
-    pub fn fill(&self) -> usize {
-        self.fill
-    }
-
-    /// Bytes still free in the segment.
-    pub fn room(&self) -> usize {
-        self.buf.len() - self.fill
-    }
-
-    pub fn append(&mut self, seq: u64, kind: Kind, key: &[u8], value: &[u8]) -> Loc {
-        let len = format::record_len(key.len(), value.len());
-        assert!(self.fits(len), "record does not fit the segment");
-        let at = self.fill;
-        format::encode_record(
-            &mut self.buf[at..at + len],
-            self.seed,
-            self.incarnation,
-            seq,
-            kind,
-            key,
-            value,
-        );
-        self.fill += len;
-        Loc {
-            segment: self.segment,
-            offset: at as u32,
-        }
-    }
-
-    pub fn is_dirty(&self) -> bool {
-        self.written < self.fill
-    }
-
-    /// Writes every block touched since the last call (the partial last block again).
-    pub fn write_out(&mut self, shared: &Shared) -> std::io::Result<()> {
-        if !self.is_dirty() {
-            return Ok(());
-        }
-        let start = align_down(self.written as u64, self.block as u64) as usize;
-        let end = align_up(self.fill as u64, self.block as u64) as usize;
-        shared.device_write(&self.buf[start..end], self.base + start as u64)?;
-        self.written = self.fill;
-        Ok(())
-    }
-
-    /// Gives the buffer back, zeroed, for the next segment.
-    pub fn into_buf(mut self) -> AlignedBuf {
-        let end = align_up(self.fill as u64, self.block as u64) as usize;
-        self.buf[..end].fill(0);
-        self.buf
-    }
+    /// Finish everything queued, flush, and answer with the next sequence number.
+    Shutdown(Sender<Result<u64, Error>>),
 }
 
 /// The outcome of one operation in a batch, held until the batch is on disk.
@@ -213,15 +139,23 @@ enum Staged {
     },
 }
 
+/// Values as the batch so far leaves them, for appends and deletes later in the batch.
+type Overlay = HashMap<Box<[u8]>, Option<Arc<[u8]>>>;
+
+/// What a write puts on disk: key, kind, value (none for a tombstone), and whose space.
+type Resolved = (Box<[u8]>, Kind, Option<Arc<[u8]>>, Purpose);
+
 pub(crate) struct Committer {
     shared: Arc<Shared>,
+    compactor: Arc<Compactor>,
     rx: Receiver<Msg>,
-    log: Option<SegmentWriter>,
+    log: Option<crate::segment::SegmentWriter>,
     spare: Option<AlignedBuf>,
     /// Segments filled during the current batch. They are sealed (and so become candidates
     /// for compaction) only after the batch is in the index: until then compaction would
     /// see their records as dead.
     filled: Vec<(u32, u32)>,
+    /// The sequence number of the next record; owned here alone.
     next_seq: u64,
     /// Written but not flushed (write-behind mode).
     unflushed_writes: u32,
@@ -231,11 +165,19 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// `log`: the segment the user log resumes in (see recovery::resume_log).
-    pub fn new(shared: Arc<Shared>, rx: Receiver<Msg>, log: Option<SegmentWriter>) -> Committer {
-        let next_seq = shared.next_seq.load(Ordering::SeqCst);
+    /// `log`: the segment the user log resumes in (see `recovery::resume_log`); `next_seq`:
+    /// one above the highest sequence number on the device.
+    pub fn new(
+        shared: Arc<Shared>,
+        compactor: Arc<Compactor>,
+        rx: Receiver<Msg>,
+        log: Option<crate::segment::SegmentWriter>,
+        next_seq: u64,
+    ) -> Committer {
+        assert!(next_seq >= 1, "sequence numbers start at 1");
         Committer {
             shared,
+            compactor,
             rx,
             log,
             spare: None,
@@ -247,6 +189,7 @@ impl Committer {
         }
     }
 
+    /// The committer thread: batches until the queue closes or a shutdown is asked for.
     pub fn run(mut self) {
         let mut batch: Vec<(WriteOp, Done)> = Vec::with_capacity(BATCH_OPS_MAX);
         loop {
@@ -267,31 +210,39 @@ impl Committer {
                     return;
                 }
             };
-            let mut shutdown = None;
-            let mut bytes = 0usize;
-            let mut next = Some(msg);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Op(op, done) => {
-                        bytes += op_bytes(&op);
-                        batch.push((op, done));
-                    }
-                    Msg::Shutdown(ack) => {
-                        shutdown = Some(ack);
-                        break;
-                    }
-                }
-                if batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
-                    next = self.rx.try_recv().ok();
-                }
-            }
+            let shutdown = self.gather(msg, &mut batch);
             self.process(&mut batch);
             if let Some(ack) = shutdown {
-                let result = self.finish();
+                let result = self.finish().map(|()| self.next_seq);
+                // The engine may have stopped waiting; nothing is left to tell.
                 let _ = ack.send(result);
                 return;
             }
         }
+    }
+
+    /// Takes `first` and whatever else is queued, within the batch's bounds. Returns the
+    /// shutdown request if one came (the batch ends there).
+    fn gather(
+        &self,
+        first: Msg,
+        batch: &mut Vec<(WriteOp, Done)>,
+    ) -> Option<Sender<Result<u64, Error>>> {
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Op(op, done) => {
+                    bytes += op.bytes();
+                    batch.push((op, done));
+                }
+                Msg::Shutdown(ack) => return Some(ack),
+            }
+            if batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        None
     }
 
     fn flush_deadline(&self) -> Option<Instant> {
@@ -305,12 +256,15 @@ impl Committer {
 
     fn flush_write_behind(&mut self) {
         if self.unflushed_writes > 0 {
-            if let Err(e) = self.shared.device_flush() {
-                self.shared.enter_read_only(&e);
-            }
-            self.unflushed_writes = 0;
-            self.oldest_unflushed = None;
+            // A failure is logged and turns the store read-only inside `flush`.
+            let _ = self.shared.disk.flush();
+            self.mark_flushed();
         }
+    }
+
+    fn mark_flushed(&mut self) {
+        self.unflushed_writes = 0;
+        self.oldest_unflushed = None;
     }
 
     /// Writes out and flushes what is pending; the store is quiet afterwards.
@@ -318,19 +272,17 @@ impl Committer {
         if let Some(w) = self.log.as_mut() {
             w.write_out(&self.shared)?;
         }
-        self.shared.device_flush()?;
-        self.unflushed_writes = 0;
-        self.oldest_unflushed = None;
+        self.shared.disk.flush()?;
+        self.mark_flushed();
         if let Some(w) = self.log.take() {
-            self.shared.space.lock().seal(w.segment, w.fill() as u32);
+            self.shared.segments.seal(w.segment, w.fill());
         }
         Ok(())
     }
 
     fn process(&mut self, batch: &mut Vec<(WriteOp, Done)>) {
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
-        // Values as this batch leaves them, for appends and deletes later in the batch.
-        let mut overlay: HashMap<Box<[u8]>, Option<Arc<[u8]>>> = HashMap::new();
+        let mut overlay = Overlay::new();
         let mut force_flush = false;
         for (op, done) in batch.drain(..) {
             match op {
@@ -362,52 +314,18 @@ impl Committer {
     }
 
     /// Checks one write against the current state and appends its record.
-    fn stage(
-        &mut self,
-        op: WriteOp,
-        done: Done,
-        overlay: &mut HashMap<Box<[u8]>, Option<Arc<[u8]>>>,
-    ) -> Staged {
+    fn stage(&mut self, op: WriteOp, done: Done, overlay: &mut Overlay) -> Staged {
         let answer = |result: Result<(), Error>, done: Done| Staged::Answer {
             result,
             done,
             is_sync: false,
         };
-        if self.shared.read_only.load(Ordering::Relaxed) {
-            return answer(Err(Error::ReadOnly), done);
+        if let Err(e) = self.shared.disk.check_writable() {
+            return answer(Err(e), done);
         }
-        let (key, kind, value, purpose) = match op {
-            WriteOp::Put { key, value } => {
-                Counters::add(&self.shared.counters.puts, 1);
-                (key, Kind::Put, Some(Arc::<[u8]>::from(value)), Purpose::Put)
-            }
-            WriteOp::Append { key, suffix } => {
-                Counters::add(&self.shared.counters.appends, 1);
-                let current = match self.current_value(&key, overlay) {
-                    Ok(v) => v,
-                    Err(e) => return answer(Err(e), done),
-                };
-                let joined: Arc<[u8]> = match current {
-                    None => Arc::from(suffix),
-                    Some(cur) if cur.len() + suffix.len() > VALUE_MAX => {
-                        return answer(Err(Error::TooLarge), done)
-                    }
-                    Some(cur) => cur.iter().chain(suffix.iter()).copied().collect(),
-                };
-                (key, Kind::Put, Some(joined), Purpose::Put)
-            }
-            WriteOp::Delete { key } => {
-                Counters::add(&self.shared.counters.deletes, 1);
-                let exists = match overlay.get(&key) {
-                    Some(v) => v.is_some(),
-                    None => self.shared.index.read().get(&key).is_some(),
-                };
-                if !exists {
-                    return answer(Err(Error::NotFound), done);
-                }
-                (key, Kind::Tombstone, None, Purpose::Delete)
-            }
-            WriteOp::Purge | WriteOp::Sync => unreachable!("handled by process"),
+        let (key, kind, value, purpose) = match self.resolve(op, overlay) {
+            Ok(r) => r,
+            Err(e) => return answer(Err(e), done),
         };
         let value_bytes: &[u8] = value.as_deref().unwrap_or(&[]);
         let len = format::record_len(key.len(), value_bytes.len());
@@ -415,7 +333,7 @@ impl Committer {
             return answer(Err(e), done);
         }
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = seq.checked_add(1).expect("sequence numbers exhausted");
         let w = self.log.as_mut().expect("make_room opened a segment");
         let loc = w.append(seq, kind, &key, value_bytes);
         overlay.insert(key.clone(), value.clone());
@@ -429,12 +347,42 @@ impl Committer {
         }
     }
 
+    /// What record an operation writes: its key, kind, value and the purpose of its space.
+    fn resolve(&self, op: WriteOp, overlay: &Overlay) -> Result<Resolved, Error> {
+        let counters = &self.shared.counters;
+        match op {
+            WriteOp::Put { key, value } => {
+                Counters::add(&counters.puts, 1);
+                Ok((key, Kind::Put, Some(Arc::<[u8]>::from(value)), Purpose::Put))
+            }
+            WriteOp::Append { key, suffix } => {
+                Counters::add(&counters.appends, 1);
+                let joined: Arc<[u8]> = match self.current_value(&key, overlay)? {
+                    None => Arc::from(suffix),
+                    Some(cur) if cur.len() + suffix.len() > VALUE_MAX => {
+                        return Err(Error::TooLarge)
+                    }
+                    Some(cur) => cur.iter().chain(suffix.iter()).copied().collect(),
+                };
+                Ok((key, Kind::Put, Some(joined), Purpose::Put))
+            }
+            WriteOp::Delete { key } => {
+                Counters::add(&counters.deletes, 1);
+                let exists = match overlay.get(&key) {
+                    Some(v) => v.is_some(),
+                    None => self.shared.index.read().get(&key).is_some(),
+                };
+                if !exists {
+                    return Err(Error::NotFound);
+                }
+                Ok((key, Kind::Tombstone, None, Purpose::Delete))
+            }
+            WriteOp::Purge | WriteOp::Sync => unreachable!("handled by process"),
+        }
+    }
+
     /// The value of `key` as of this point of the batch.
-    fn current_value(
-        &self,
-        key: &[u8],
-        overlay: &HashMap<Box<[u8]>, Option<Arc<[u8]>>>,
-    ) -> Result<Option<Arc<[u8]>>, Error> {
+    fn current_value(&self, key: &[u8], overlay: &Overlay) -> Result<Option<Arc<[u8]>>, Error> {
         if let Some(v) = overlay.get(key) {
             return Ok(v.clone());
         }
@@ -450,73 +398,14 @@ impl Committer {
         if self.log.as_ref().is_some_and(|w| w.fits(len)) {
             return Ok(());
         }
-        if let Some(mut w) = self.log.take() {
-            self.filled.push((w.segment, w.fill() as u32));
-            // Flush before the log moves on (a no-op cost in Sync mode, where the batch
-            // flushes anyway): unflushed writes then always sit in one segment, so a crash
-            // in write-behind mode loses a suffix of the acknowledged writes, never a middle.
-            // Records of the current batch in the old segment are not counted in
-            // `unflushed_writes` yet, so write-behind flushes even when it is zero: otherwise
-            // a crash could keep the batch's later records (in the new segment) and lose
-            // its earlier ones.
-            let write_behind = self.shared.config.durability != Durability::Sync;
-            let flushed = w.write_out(&self.shared).and_then(|_| {
-                if self.unflushed_writes > 0 || write_behind {
-                    self.unflushed_writes = 0;
-                    self.oldest_unflushed = None;
-                    self.shared.device_flush()
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = flushed {
-                self.shared.enter_read_only(&e);
-                let err = Error::from(e);
-                // The batch's records staged before this one were in `w` and may not be on
-                // the device: the whole batch fails (see `commit_batch`).
-                self.staging_error = Some(err.clone());
-                return Err(err);
-            }
-            self.spare = Some(w.into_buf());
-            self.shared.kick_compaction();
-        }
-        // On a full device, run compaction rounds right here: a bounded pause for writers.
-        let deadline = Instant::now() + SPACE_WAIT_MAX;
-        let (segment, incarnation) = loop {
-            let got =
-                self.shared
-                    .space
-                    .lock()
-                    .allocate(purpose, SegState::Active, &self.shared.pins);
-            if let Some(got) = got {
-                break got;
-            }
-            if Instant::now() >= deadline || !super::compaction::compact_for_space(&self.shared)? {
-                // Deletes keep working on a full device: as a last resort a delete may take
-                // the segment kept for compaction. Its tombstones make the deleted values
-                // dead, and a segment left with no live record is erased without needing
-                // an output segment, which gives compaction room again.
-                let last = if purpose == Purpose::Delete {
-                    let mut space = self.shared.space.lock();
-                    space.allocate(Purpose::Compaction, SegState::Active, &self.shared.pins)
-                } else {
-                    None
-                };
-                match last {
-                    Some(got) => {
-                        log::warn!("the device is full: deletes are using the last free segment");
-                        break got;
-                    }
-                    None => return Err(Error::NoSpace),
-                }
-            }
-        };
+        self.retire_active()?;
+        let (segment, incarnation) = self.allocate(purpose)?;
         let buf = match self.spare.take() {
             Some(b) => b,
-            None => AlignedBuf::zeroed(self.shared.segment_size as usize)?,
+            None => AlignedBuf::zeroed(self.shared.geometry.segment_len())?,
         };
-        self.log = Some(SegmentWriter::start(
-            &self.shared,
+        self.log = Some(crate::segment::SegmentWriter::start(
+            &self.shared.geometry,
             buf,
             segment,
             incarnation,
@@ -525,12 +414,72 @@ impl Committer {
         Ok(())
     }
 
+    /// Writes out and flushes the full active segment before the log moves on; it is
+    /// sealed once the batch is in the index.
+    fn retire_active(&mut self) -> Result<(), Error> {
+        let Some(mut w) = self.log.take() else {
+            return Ok(());
+        };
+        self.filled.push((w.segment, w.fill()));
+        // Flush before the log moves on (a no-op cost in Sync mode, where the batch
+        // flushes anyway): unflushed writes then always sit in one segment, so a crash
+        // in write-behind mode loses a suffix of the acknowledged writes, never a middle.
+        // Records of the current batch in the old segment are not counted in
+        // `unflushed_writes` yet, so write-behind flushes even when it is zero: otherwise
+        // a crash could keep the batch's later records (in the new segment) and lose
+        // its earlier ones.
+        let write_behind = self.shared.config.durability != Durability::Sync;
+        let mut flushed = w.write_out(&self.shared);
+        if flushed.is_ok() && (self.unflushed_writes > 0 || write_behind) {
+            self.mark_flushed();
+            flushed = self.shared.disk.flush();
+        }
+        if let Err(err) = flushed {
+            // The batch's records staged before this one were in `w` and may not be on
+            // the device: the whole batch fails (see `commit_batch`).
+            self.staging_error = Some(err.clone());
+            return Err(err);
+        }
+        self.spare = Some(w.into_buf());
+        self.compactor.kick();
+        Ok(())
+    }
+
+    /// A free segment for the log. On a full device, runs compaction rounds right here: a
+    /// pause for writers bounded by [`SPACE_WAIT_MAX`], after which the write answers
+    /// ENOSPC (logged).
+    fn allocate(&self, purpose: Purpose) -> Result<(u32, u32), Error> {
+        let deadline = Instant::now() + SPACE_WAIT_MAX;
+        loop {
+            if let Some(got) = self.shared.segments.allocate(purpose, SegState::Active) {
+                return Ok(got);
+            }
+            let expired = Instant::now() >= deadline;
+            if expired || !self.compactor.compact_for_space()? {
+                break;
+            }
+        }
+        // Deletes keep working on a full device: as a last resort a delete may take the
+        // segment kept for compaction. Its tombstones make the deleted values dead, and a
+        // segment left with no live record is erased without needing an output segment,
+        // which gives compaction room again.
+        if purpose == Purpose::Delete {
+            if let Some(got) =
+                (self.shared.segments).allocate(Purpose::Compaction, SegState::Active)
+            {
+                log::warn!("the device is full: deletes are using the last free segment");
+                return Ok(got);
+            }
+        }
+        log::debug!("no free segment within {SPACE_WAIT_MAX:?}: the device is full");
+        Err(Error::NoSpace)
+    }
+
     /// Writes the batch, flushes as the durability mode says, updates the index and answers.
     fn commit(&mut self, staged: &mut Vec<Staged>, force_flush: bool) {
         self.commit_batch(staged, force_flush);
-        let mut space = self.shared.space.lock();
         for (segment, fill) in self.filled.drain(..) {
-            space.seal(segment, fill);
+            self.shared.segments.seal(segment, fill);
         }
     }
 
@@ -538,25 +487,41 @@ impl Committer {
         if staged.is_empty() {
             return;
         }
+        match self.make_durable(staged, force_flush) {
+            Ok(()) => self.publish(staged),
+            Err(err) => {
+                for s in staged.drain(..) {
+                    match s {
+                        Staged::Record { done, .. } => done(Err(err.clone())),
+                        Staged::Answer {
+                            result,
+                            done,
+                            is_sync,
+                        } => done(if is_sync { Err(err.clone()) } else { result }),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the batch's records and flushes as the durability mode says.
+    fn make_durable(&mut self, staged: &[Staged], force_flush: bool) -> Result<(), Error> {
         let records = staged
             .iter()
             .filter(|s| matches!(s, Staged::Record { .. }))
-            .count() as u32;
+            .count();
         // A failure while staging (moving the log to a new segment) fails the whole batch:
         // records staged before it may never have reached the device.
-        let mut io = match self.staging_error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        };
-        if let Some(w) = self.log.as_mut().filter(|_| io.is_ok()) {
-            io = w.write_out(&self.shared).map_err(Error::from);
-            if io.is_ok() {
-                let (segment, fill) = (w.segment, w.fill() as u32);
-                self.shared.space.lock().note_written(segment, fill);
-            }
+        if let Some(e) = self.staging_error.take() {
+            return Err(e);
         }
-        if io.is_ok() && records > 0 {
-            self.unflushed_writes += records;
+        if let Some(w) = self.log.as_mut() {
+            w.write_out(&self.shared)?;
+            self.shared.segments.note_written(w.segment, w.fill());
+        }
+        if records > 0 {
+            let records = u32::try_from(records).expect("a batch is at most BATCH_OPS_MAX");
+            self.unflushed_writes = self.unflushed_writes.saturating_add(records);
             self.oldest_unflushed.get_or_insert_with(Instant::now);
         }
         let flush = match self.shared.config.durability {
@@ -572,29 +537,20 @@ impl Committer {
                         .is_some_and(|t| t.elapsed() >= max_delay)
             }
         };
-        if io.is_ok() && flush && (self.unflushed_writes > 0 || force_flush) {
-            io = self.shared.device_flush().map_err(Error::from);
-            self.unflushed_writes = 0;
-            self.oldest_unflushed = None;
+        if flush && (self.unflushed_writes > 0 || force_flush) {
+            self.mark_flushed();
+            self.shared.disk.flush()?;
         }
-        if let Err(err) = io {
-            self.shared.enter_read_only(&err);
-            for s in staged.drain(..) {
-                match s {
-                    Staged::Record { done, .. } => done(Err(err.clone())),
-                    Staged::Answer {
-                        result,
-                        done,
-                        is_sync,
-                    } => done(if is_sync { Err(err.clone()) } else { result }),
-                }
-            }
-            return;
-        }
+        Ok(())
+    }
+
+    /// The batch is durable (as the mode promises): the index and cache learn it, and
+    /// every writer is answered.
+    fn publish(&self, staged: &mut Vec<Staged>) {
         {
             let mut index = self.shared.index.write();
             for s in staged.iter() {
-                if let Staged::Record {
+                let Staged::Record {
                     key,
                     seq,
                     loc,
@@ -602,19 +558,25 @@ impl Committer {
                     value,
                     ..
                 } = s
-                {
-                    let value_len = value.as_ref().map_or(0, |v| v.len() as u32);
-                    index.apply(key, *seq, *loc, *kind, value_len);
-                    if let Some(cache) = &self.shared.cache {
-                        match value {
-                            Some(v) => cache.insert(key, *seq, v.clone()),
-                            None => cache.remove(key),
-                        }
+                else {
+                    continue;
+                };
+                assert!(
+                    *seq < self.next_seq,
+                    "a record's sequence number was not issued"
+                );
+                let value_len = value.as_ref().map_or(0, |v| {
+                    u32::try_from(v.len()).expect("values are at most VALUE_MAX bytes")
+                });
+                index.apply(key, *seq, *loc, *kind, value_len);
+                if let Some(cache) = &self.shared.cache {
+                    match value {
+                        Some(v) => cache.insert(key, *seq, v.clone()),
+                        None => cache.remove(key),
                     }
                 }
             }
         }
-        self.shared.next_seq.store(self.next_seq, Ordering::SeqCst);
         self.report(staged);
         for s in staged.drain(..) {
             match s {
@@ -659,20 +621,15 @@ impl Committer {
     /// Removes every record: one superblock update makes every record written so far
     /// invisible, then the segments are reused. No data block is written.
     fn purge(&mut self) -> Result<(), Error> {
-        if self.shared.read_only.load(Ordering::Relaxed) {
-            return Err(Error::ReadOnly);
-        }
+        self.shared.disk.check_writable()?;
         Counters::add(&self.shared.counters.purges, 1);
-        let mut compaction = self.shared.compaction.lock();
+        let mut compaction = self.compactor.lock_state();
         let mut sb = self.shared.sb.lock();
         let mut new = *sb;
         new.purge_seq = self.next_seq - 1;
         new.generation += 1;
         new.snapshot = None;
-        if let Err(e) = write_superblock(&*self.shared.dev, &new) {
-            self.shared.enter_read_only(&e);
-            return Err(e.into());
-        }
+        self.shared.disk.write_superblock(&new)?;
         *sb = new;
         drop(sb);
         compaction.drop_output();
@@ -684,8 +641,8 @@ impl Committer {
         if let Some(c) = &self.shared.cache {
             c.clear();
         }
-        let freed = self.shared.space.lock().release_all();
-        self.shared.space_freed.notify_all();
+        let freed = self.shared.segments.lock().release_all();
+        drop(compaction);
         log::info!(
             "purged: every record up to sequence {} is gone; {freed} segments free again",
             new.purge_seq
@@ -694,26 +651,5 @@ impl Committer {
     }
 }
 
-fn op_bytes(op: &WriteOp) -> usize {
-    match op {
-        WriteOp::Put { key, value } => key.len() + value.len(),
-        WriteOp::Append { key, suffix } => key.len() + suffix.len(),
-        WriteOp::Delete { key } => key.len(),
-        WriteOp::Purge | WriteOp::Sync => 0,
-    }
-}
-
-/// Writes both superblock copies, one after the other, each flushed: a torn write can
-/// damage at most the copy being written, and the other holds the previous state.
-pub(crate) fn write_superblock(
-    dev: &dyn BlockDevice,
-    sb: &super::format::Superblock,
-) -> std::io::Result<()> {
-    let mut block = AlignedBuf::zeroed(sb.block_size as usize)?;
-    block[..format::SUPERBLOCK_LEN].copy_from_slice(&sb.encode());
-    for offset in format::SUPERBLOCK_OFFSETS {
-        dev.write_at(&block, offset)?;
-        dev.flush()?;
-    }
-    Ok(())
-}
+/// Bytes of a record's header, for figures in docs and benches.
+pub const RECORD_OVERHEAD_BYTES: usize = format::RECORD_HEADER_LEN;

@@ -19,48 +19,9 @@
 //! write, and reopen (snapshot path) to the same contents.
 //!
 //! The figures (crash points, recoveries) are printed with `--nocapture`.
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -116,7 +77,7 @@ fn key(i: usize) -> Vec<u8> {
 /// different prefixes of a workload give different contents.
 fn value(step: usize, len: usize) -> Vec<u8> {
     let mut v: Vec<u8> = (0..len)
-        .map(|i| (step.wrapping_mul(131).wrapping_add(i * 7) % 251) as u8)
+        .map(|i| u8::try_from(step.wrapping_mul(131).wrapping_add(i * 7) % 251).expect("below 251"))
         .collect();
     let tag = (step as u64).to_le_bytes();
     let n = len.min(8);
@@ -272,7 +233,7 @@ fn workload(seed: u64, n: usize, keys: usize, syncs: bool, big: u64) -> Vec<Op> 
             ops.push(Op::Reopen);
             continue;
         }
-        let k = (rng.next_u64() % keys as u64) as usize;
+        let k = below(&mut rng, keys);
         let r = rng.next_u64() % 100;
         let op = match r {
             _ if r < big => Op::Put(
@@ -292,7 +253,7 @@ fn workload(seed: u64, n: usize, keys: usize, syncs: bool, big: u64) -> Vec<Op> 
             59..=73 => {
                 // Mostly keys that exist, sometimes one that does not.
                 let k = if rng.next_u64() % 5 != 0 && !present.is_empty() {
-                    let i = (rng.next_u64() % present.len() as u64) as usize;
+                    let i = below(&mut rng, present.len());
                     *present.iter().nth(i).expect("in range")
                 } else {
                     k
@@ -424,6 +385,12 @@ fn engine_error(e: &Error) -> (String, Option<i32>) {
     (format!("{e:?}"), errno)
 }
 
+/// A number below `n` from `rng`.
+fn below(rng: &mut SplitMix64, n: usize) -> usize {
+    let n = u64::try_from(n).expect("a 64-bit usize");
+    usize::try_from(rng.next_u64() % n).expect("below a usize")
+}
+
 fn open_error(e: &hpkv_engine::OpenError) -> (String, Option<i32>) {
     let errno = match e {
         hpkv_engine::OpenError::Io(io) => io.raw_os_error(),
@@ -453,6 +420,7 @@ struct Run {
 /// checkpoint's reopen on), then closes it. Stops at the first device error. With
 /// `reference`, every outcome before that must equal the reference run's; without, this is
 /// the reference run: outcomes are checked against the model and checkpoints recorded.
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn run_workload(
     dev: &Arc<FaultyDevice>,
     ops: &[Op],
@@ -567,8 +535,8 @@ fn run_workload(
             other => panic!("step {step} ({}): {other:?}", op_name(op)),
         }
         if outcome == Res::Ok {
-            let flushed = flushes() > before;
-            run.tracker.acked(op, durability, flushed);
+            let was_flushed = flushes() > before;
+            run.tracker.acked(op, durability, was_flushed);
         } else if reference.is_none() {
             // The reference run checks the refusals against the model.
             let want = apply(&mut run.tracker.acked.clone(), op);
@@ -762,7 +730,7 @@ fn use_after_recovery(
 /// time).
 fn parallel(n: u64, f: impl Fn(u64) + Sync) {
     let next = AtomicU64::new(0);
-    let threads = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = 2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -835,8 +803,8 @@ fn submit_as_one_batch(
 
 /// Fills the rest of the active segment of a fresh store so that `room` bytes stay free.
 fn fill_first_segment(engine: &Engine, room: usize, model: &mut Model) {
-    let seg = engine.stats().segment_size_bytes as usize;
-    let mut left = seg - BLOCK as usize - room;
+    let seg = usize::try_from(engine.stats().segment_size_bytes).expect("a 64-bit usize");
+    let mut left = seg - usize::try_from(BLOCK).expect("a 64-bit usize") - room;
     let mut i = 0;
     while left > 0 {
         let k = format!("f{i:03}").into_bytes();
@@ -890,6 +858,7 @@ impl Sweep<'_> {
     }
 
     /// Returns the reference run, its device and the number of crash points.
+    #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
     fn run(&self) -> (Run, Arc<FaultyDevice>, u64) {
         let Sweep {
             what,
@@ -983,7 +952,8 @@ impl Sweep<'_> {
             ops.len()
         );
         if durability != Durability::Sync {
-            extra += &format!(
+            let _ = write!(
+                extra,
                 "; {} recoveries lost acknowledged unflushed writes, at most {}",
                 lost_some.load(Ordering::Relaxed),
                 lost_max.load(Ordering::Relaxed)
@@ -1224,6 +1194,7 @@ fn writer_thread(engine: &Engine, t: usize, seed: u64, n_ops: usize) -> WriterLo
 /// every acknowledged write survives; each key holds its last acknowledged value or the one
 /// its writer had in flight.
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn concurrent_writers_crash_at_random_points() {
     const THREADS: usize = 4;
     const OPS: usize = 40;
@@ -1262,7 +1233,7 @@ fn concurrent_writers_crash_at_random_points() {
     let counts = Counts::default();
     let (grouped_writes, grouped_flushes) = (AtomicU64::new(0), AtomicU64::new(0));
     parallel(ITERATIONS, |i| {
-        let mut rng = SplitMix64(seed(0xc0ffee).wrapping_add(i));
+        let mut rng = SplitMix64(seed(0x00c0_ffee).wrapping_add(i));
         let dev = Arc::new(FaultyDevice::new(4 << 20, BLOCK));
         // Past the format (4 operations), mostly before the writers are done.
         let k = 4 + rng.next_u64() % (total_ops * 3 / 4);
@@ -1342,8 +1313,9 @@ fn concurrent_writers_crash_at_random_points() {
 
 /// d. One device operation fails with EIO (every one in turn) and the device lives on: the
 /// failing operation reports EIO, nothing acknowledged is lost (reads, crash images, the
-/// disk after close), and later writes answer ReadOnly.
+/// disk after close), and later writes answer `ReadOnly`.
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn every_failed_write_or_flush() {
     let started = Instant::now();
     let ops = workload(seed(0x5eed_0004), 150, 12, false, 0);

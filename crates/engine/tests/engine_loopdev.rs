@@ -8,46 +8,6 @@
 //! among them, written by concurrent writers survive a close and reopen through the index
 //! snapshot and through a scan of the log; foreign data is refused unless
 //! `force_initialize`, a blank device is formatted unless `initialize_if_empty` is off.
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -98,7 +58,7 @@ impl LoopDevice {
         }
         let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if !path.starts_with("/dev/") {
-            return Err(format!("losetup printed {path:?}"));
+            return Err(format!("losetup printed {}", path.display()));
         }
         // Let udev finish with the new device (it probes it, holding a shared lock).
         let _ = Command::new("udevadm").args(["settle", "-t", "5"]).output();
@@ -158,7 +118,7 @@ fn loop_device(
 
 /// Opens the store, retrying for a while if the device is busy: udev briefly holds a lock
 /// on a block device after it is attached or closed after writing.
-fn open_store(path: &Path, config: Config) -> Result<Engine, OpenError> {
+fn open_store(path: &Path, config: &Config) -> Result<Engine, OpenError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match Engine::open_path(path, config.clone()) {
@@ -202,7 +162,7 @@ fn scan_all(engine: &Engine) -> Model {
 
 fn value(seed: usize, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (seed.wrapping_mul(131).wrapping_add(i * 7) % 251) as u8)
+        .map(|i| u8::try_from(seed.wrapping_mul(131).wrapping_add(i * 7) % 251).expect("below 251"))
         .collect()
 }
 
@@ -232,8 +192,11 @@ fn check_store(engine: &Engine, model: &Model, what: &str) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn engine_on_a_loop_device() {
     const SIZE: u64 = 64 << 20;
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 800;
     let Some((_dir, lo)) = loop_device("engine_on_a_loop_device", SIZE, 0, &[]) else {
         return;
     };
@@ -253,7 +216,7 @@ fn engine_on_a_loop_device() {
         assert!(dev.is_direct(), "a block device takes O_DIRECT");
     }
 
-    let engine = open_store(&path, config()).expect("format the loop device");
+    let engine = open_store(&path, &config()).expect("format the loop device");
     assert_eq!(engine.device().block_size(), 512);
     assert_eq!(engine.device().size_bytes(), SIZE);
     assert_eq!(engine.device().describe(), path.display().to_string());
@@ -271,8 +234,6 @@ fn engine_on_a_loop_device() {
 
     // Four writers, disjoint keys: puts (every 25th a 100 KiB value), then overwrites,
     // appends and deletes.
-    const WRITERS: usize = 4;
-    const PER_WRITER: usize = 800;
     let model = Mutex::new(Model::new());
     std::thread::scope(|s| {
         for t in 0..WRITERS {
@@ -317,7 +278,7 @@ fn engine_on_a_loop_device() {
     drop(engine);
 
     // The index snapshot path.
-    let engine = open_store(&path, config()).expect("reopen");
+    let engine = open_store(&path, &config()).expect("reopen");
     check_store(&engine, &model, "after a reopen (snapshot)");
     engine.close().unwrap();
     drop(engine);
@@ -325,7 +286,7 @@ fn engine_on_a_loop_device() {
     // The log scan path.
     let engine = open_store(
         &path,
-        Config {
+        &Config {
             force_read_disk: true,
             ..config()
         },
@@ -366,7 +327,7 @@ fn foreign_data_is_refused_unless_forced() {
     ) else {
         return;
     };
-    match open_store(&lo.path, config()) {
+    match open_store(&lo.path, &config()) {
         Err(OpenError::ForeignData) => {}
         Err(e) => panic!("foreign data: wrong error {e}"),
         Ok(_) => panic!("a device holding foreign data must not be formatted"),
@@ -378,7 +339,7 @@ fn foreign_data_is_refused_unless_forced() {
     );
     let engine = open_store(
         &lo.path,
-        Config {
+        &Config {
             force_initialize: true,
             ..config()
         },
@@ -388,7 +349,7 @@ fn foreign_data_is_refused_unless_forced() {
     engine.close().unwrap();
     drop(engine);
     // It is a store now: it opens as one, without forcing.
-    let engine = open_store(&lo.path, config()).expect("reopen the new store");
+    let engine = open_store(&lo.path, &config()).expect("reopen the new store");
     assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
@@ -403,7 +364,7 @@ fn blank_device_is_formatted_only_if_allowed() {
         initialize_if_empty: false,
         ..config()
     };
-    match open_store(&lo.path, no_init.clone()) {
+    match open_store(&lo.path, &no_init) {
         Err(OpenError::Blank) => {}
         Err(e) => panic!("blank device: wrong error {e}"),
         Ok(_) => panic!("initialize_if_empty is off: the blank device must not be formatted"),
@@ -412,11 +373,11 @@ fn blank_device_is_formatted_only_if_allowed() {
         read_back(&lo.path, 0, 64 << 10).iter().all(|&b| b == 0),
         "the refused device was written to"
     );
-    let engine = open_store(&lo.path, config()).expect("a blank device is formatted");
+    let engine = open_store(&lo.path, &config()).expect("a blank device is formatted");
     engine.put(b"k", b"v").unwrap();
     engine.close().unwrap();
     drop(engine);
-    let engine = open_store(&lo.path, no_init).expect("an existing store opens");
+    let engine = open_store(&lo.path, &no_init).expect("an existing store opens");
     assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
@@ -432,7 +393,7 @@ fn data_past_the_first_40_kib_does_not_count() {
     ) else {
         return;
     };
-    let engine = open_store(&lo.path, config()).expect("the first 40 KiB are zero: formatted");
+    let engine = open_store(&lo.path, &config()).expect("the first 40 KiB are zero: formatted");
     engine.put(b"k", b"v").unwrap();
     assert_eq!(engine.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }

@@ -1,45 +1,5 @@
 //! Model-based tests of the engine: random operation sequences, checked step by step
-//! against a BTreeMap, with closes and reopens, compaction and purges in between.
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
+//! against a `BTreeMap`, with closes and reopens, compaction and purges in between.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
@@ -70,7 +30,7 @@ fn key(k: u8) -> Vec<u8> {
 
 fn value(seed: usize, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (seed.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
+        .map(|i| u8::try_from(seed.wrapping_mul(31).wrapping_add(i * 7) % 251).expect("below 251"))
         .collect()
 }
 
@@ -112,11 +72,12 @@ fn scan_all(engine: &Engine, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Vec
     out
 }
 
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn run(ops: Vec<Op>, durability: Durability, device_bytes: u64) {
     let dev: Arc<dyn BlockDevice> = Arc::new(FaultyDevice::new(device_bytes, 512));
     let mut engine = Engine::open(dev.clone(), config(true, durability)).unwrap();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let capacity = device_bytes as usize;
+    let capacity = usize::try_from(device_bytes).expect("a 64-bit usize");
     for (step, op) in ops.into_iter().enumerate() {
         let ctx = format!("step {step}: {op:?}");
         match op {
@@ -157,7 +118,7 @@ fn run(ops: Vec<Op>, durability: Durability, device_bytes: u64) {
                         want.len()
                     ),
                     Err(Error::NoSpace) => {
-                        assert!(live_bytes(&model) > capacity / 4, "{ctx}: ENOSPC")
+                        assert!(live_bytes(&model) > capacity / 4, "{ctx}: ENOSPC");
                     }
                     Err(e) => panic!("{ctx}: {e}"),
                 }
@@ -167,10 +128,10 @@ fn run(ops: Vec<Op>, durability: Durability, device_bytes: u64) {
                 match engine.delete(&k) {
                     Ok(()) => assert!(model.remove(&k).is_some(), "{ctx}: deleted a missing key"),
                     Err(Error::NotFound) => {
-                        assert!(!model.contains_key(&k), "{ctx}: ENOENT for a present key")
+                        assert!(!model.contains_key(&k), "{ctx}: ENOENT for a present key");
                     }
                     Err(Error::NoSpace) => {
-                        assert!(live_bytes(&model) > capacity / 4, "{ctx}: ENOSPC")
+                        assert!(live_bytes(&model) > capacity / 4, "{ctx}: ENOSPC");
                     }
                     Err(e) => panic!("{ctx}: {e}"),
                 }

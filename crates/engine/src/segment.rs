@@ -1,0 +1,140 @@
+//! A segment being filled: a memory image of the whole segment, written to the device in
+//! block-aligned pieces. The committer owns one (the user log's active segment), compaction
+//! another (its output).
+
+use crate::device::{align_down, align_up, AlignedBuf};
+use crate::error::Error;
+use crate::format::{self, Kind, SegmentHeader, SegmentState};
+use crate::index::Loc;
+use crate::num::{seg_u32, u64_of, usize_of};
+use crate::store::{Geometry, Shared};
+
+pub(crate) struct SegmentWriter {
+    pub segment: u32,
+    pub incarnation: u32,
+    seed: u32,
+    base: u64,
+    block: usize,
+    buf: AlignedBuf,
+    /// Bytes used from the segment's start.
+    fill: usize,
+    /// Bytes handed to the device so far.
+    written: usize,
+}
+
+impl SegmentWriter {
+    /// Starts segment `segment` in `buf` (a zeroed buffer of the segment's size): its header
+    /// goes out with the first records.
+    pub fn start(
+        geometry: &Geometry,
+        mut buf: AlignedBuf,
+        segment: u32,
+        incarnation: u32,
+        first_seq: u64,
+    ) -> SegmentWriter {
+        assert_eq!(buf.len(), geometry.segment_len());
+        let header = SegmentHeader::new(geometry.uuid, incarnation, SegmentState::Log, first_seq);
+        buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        SegmentWriter {
+            segment,
+            incarnation,
+            seed: geometry.seed,
+            base: geometry.segment_base(segment),
+            block: geometry.block(),
+            buf,
+            fill: geometry.block(),
+            written: 0,
+        }
+    }
+
+    /// Resumes a segment after a restart: `buf` holds the segment as read from the device,
+    /// its records end at `fill`, and `header` (already on the device) says that records
+    /// from `fill` on carry `header.current_incarnation()`.
+    pub fn resume(
+        geometry: &Geometry,
+        mut buf: AlignedBuf,
+        segment: u32,
+        header: &SegmentHeader,
+        fill: usize,
+    ) -> SegmentWriter {
+        assert_eq!(buf.len(), geometry.segment_len());
+        assert!(fill >= geometry.block() && fill <= buf.len());
+        // Whatever followed the records (torn leftovers) goes; zeros end the log cleanly.
+        buf[fill..].fill(0);
+        buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        SegmentWriter {
+            segment,
+            incarnation: header.current_incarnation(),
+            seed: geometry.seed,
+            base: geometry.segment_base(segment),
+            block: geometry.block(),
+            buf,
+            fill,
+            written: fill,
+        }
+    }
+
+    pub fn fits(&self, len: usize) -> bool {
+        self.fill + len <= self.buf.len()
+    }
+
+    /// Bytes used from the segment's start, as the segment table stores it.
+    pub fn fill(&self) -> u32 {
+        seg_u32(self.fill)
+    }
+
+    /// Bytes still free in the segment.
+    pub fn room(&self) -> usize {
+        self.buf.len() - self.fill
+    }
+
+    /// Appends a record; the caller checked that it [fits](SegmentWriter::fits).
+    pub fn append(&mut self, seq: u64, kind: Kind, key: &[u8], value: &[u8]) -> Loc {
+        let len = format::record_len(key.len(), value.len());
+        assert!(self.fits(len), "record does not fit the segment");
+        let at = self.fill;
+        format::encode_record(
+            &mut self.buf[at..at + len],
+            self.seed,
+            self.incarnation,
+            seq,
+            kind,
+            key,
+            value,
+        );
+        self.fill += len;
+        Loc {
+            segment: self.segment,
+            offset: seg_u32(at),
+        }
+    }
+
+    /// Whether records appended since the last [`SegmentWriter::write_out`] wait to be written.
+    pub fn is_dirty(&self) -> bool {
+        self.written < self.fill
+    }
+
+    /// Writes every block touched since the last call (the partial last block again), in
+    /// one device request. A failure turns the store read-only ([`crate::store::Disk`]).
+    pub fn write_out(&mut self, shared: &Shared) -> Result<(), Error> {
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        let block = u64_of(self.block);
+        let start = usize_of(align_down(u64_of(self.written), block));
+        let end = usize_of(align_up(u64_of(self.fill), block));
+        assert!(start < end && end <= self.buf.len());
+        shared
+            .disk
+            .write(&self.buf[start..end], self.base + u64_of(start))?;
+        self.written = self.fill;
+        Ok(())
+    }
+
+    /// Gives the buffer back, zeroed, for the next segment.
+    pub fn into_buf(mut self) -> AlignedBuf {
+        let end = usize_of(align_up(u64_of(self.fill), u64_of(self.block)));
+        self.buf[..end].fill(0);
+        self.buf
+    }
+}
