@@ -4,51 +4,12 @@
 //! device; plus a group-commit run (many writers in sync mode against one).
 //!
 //! See bench/README.md for the method and its caveats.
-// Lint debt (issue 12), paid down crate by crate: a lint leaves this list once it is clean.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_lossless,
-    clippy::doc_markdown,
-    clippy::used_underscore_binding,
-    clippy::missing_errors_doc,
-    clippy::semicolon_if_nothing_returned,
-    clippy::cast_possible_wrap,
-    clippy::return_self_not_must_use,
-    clippy::borrow_as_ptr,
-    clippy::redundant_closure_for_method_calls,
-    clippy::ignored_unit_patterns,
-    clippy::too_many_lines,
-    clippy::needless_continue,
-    clippy::single_match_else,
-    clippy::ptr_as_ptr,
-    clippy::cast_sign_loss,
-    clippy::struct_excessive_bools,
-    clippy::similar_names,
-    clippy::ptr_cast_constness,
-    clippy::match_wild_err_arm,
-    clippy::match_same_arms,
-    clippy::default_trait_access,
-    clippy::cast_precision_loss,
-    clippy::items_after_statements,
-    clippy::zero_sized_map_values,
-    clippy::unreadable_literal,
-    clippy::unnecessary_debug_formatting,
-    clippy::needless_pass_by_value,
-    clippy::ignore_without_reason,
-    clippy::format_push_string,
-    clippy::match_bool,
-    clippy::format_collect,
-    clippy::many_single_char_names,
-    clippy::float_cmp,
-    clippy::unused_self,
-    clippy::struct_field_names,
-    clippy::map_unwrap_or
-)]
 
 mod stats;
 mod stores;
 mod system;
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
@@ -56,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use stats::{ratio, thousands, us, Rng, Summary};
+use stats::{f64_len, f64_of, nanos, ratio, thousands, us, Rng, Summary};
 use stores::{Data, EngineKind, EngineOptions, Mode, Place, Store};
 use system::{check_interrupted, mib, Res};
 
@@ -165,7 +126,7 @@ struct Args {
     /// follows it). 512 is losetup's default.
     #[arg(long, default_value_t = 512)]
     loop_sector_size: u32,
-    /// hpkv's value cache (Config::cache_bytes), MiB.
+    /// hpkv's value cache (`Config::cache_bytes`), MiB.
     #[arg(long, default_value_t = 64)]
     hpkv_cache_mib: u64,
     /// Measure the smallest N once more after the largest (the ratios' baseline is then the
@@ -483,7 +444,7 @@ fn measure_size(
     );
     let mut pooled: Option<Rep> = None;
     for rep in 0..reps {
-        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut order: Vec<u32> = (0..u32::try_from(n).expect("at most 2^32 records")).collect();
         if args.order == Order::Shuffled {
             Rng::new(args.seed ^ n ^ rep.rotate_left(32)).shuffle(&mut order);
         }
@@ -541,7 +502,7 @@ fn run_one(
     let data = ctx.data;
     system::trim_heap();
     let rss_reset = system::reset_peak_rss();
-    let split = (n - m) as usize;
+    let split = usize::try_from(n - m).expect("usize is 64 bits");
 
     let t = Instant::now();
     stores::prefill(engine, place, &order[..split], data, ctx.opts)?;
@@ -595,40 +556,40 @@ fn run_one(
 fn measure(
     store: &dyn Store,
     writes: &[u32],
-    n: u64,
-    m: u64,
+    records: u64,
+    reads: u64,
     data: Data,
     seed: u64,
 ) -> Res<(Vec<u64>, Vec<u64>)> {
-    let (mut k, mut v) = (Vec::with_capacity(32), Vec::with_capacity(data.value_size));
+    let (mut key, mut value) = (Vec::with_capacity(32), Vec::with_capacity(data.value_size));
     let mut lat = Vec::with_capacity(writes.len());
     for (j, &i) in writes.iter().enumerate() {
         if j.is_multiple_of(256) {
             check_interrupted()?;
         }
-        data.key(i as u64, &mut k);
-        data.value(i as u64, &mut v);
-        let t = Instant::now();
-        store.put(&k, &v)?;
-        lat.push(t.elapsed().as_nanos() as u64);
+        data.key(u64::from(i), &mut key);
+        data.value(u64::from(i), &mut value);
+        let started = Instant::now();
+        store.put(&key, &value)?;
+        lat.push(nanos(started.elapsed()));
     }
     let write = lat;
 
-    let mut rng = Rng::new(seed ^ n.rotate_left(17) ^ 0x5EAD);
-    let mut lat = Vec::with_capacity(m as usize);
-    for j in 0..m {
+    let mut rng = Rng::new(seed ^ records.rotate_left(17) ^ 0x5EAD);
+    let mut lat = Vec::with_capacity(usize::try_from(reads).expect("usize is 64 bits"));
+    for j in 0..reads {
         if j.is_multiple_of(256) {
             check_interrupted()?;
         }
-        let i = rng.below(n);
-        data.key(i, &mut k);
-        let t = Instant::now();
-        let got = store.get(&k)?;
-        lat.push(t.elapsed().as_nanos() as u64);
+        let i = rng.below(records);
+        data.key(i, &mut key);
+        let started = Instant::now();
+        let got = store.get(&key)?;
+        lat.push(nanos(started.elapsed()));
         if got != Some(data.value_size) {
             return Err(format!(
                 "read of key {} returned {got:?}, expected a {}-byte value",
-                String::from_utf8_lossy(&k),
+                String::from_utf8_lossy(&key),
                 data.value_size
             )
             .into());
@@ -665,7 +626,7 @@ fn group_run(ctx: &Ctx, engine: EngineKind, place: &Place, threads: usize) -> Re
                     data.value(id, &mut v);
                     let s = Instant::now();
                     store.put(&k, &v)?;
-                    lat.push(s.elapsed().as_nanos() as u64);
+                    lat.push(nanos(s.elapsed()));
                     j += 1;
                 }
                 Ok(lat)
@@ -698,7 +659,7 @@ fn group_run(ctx: &Ctx, engine: EngineKind, place: &Place, threads: usize) -> Re
     Ok(GroupResult {
         engine,
         threads,
-        rates: vec![lat.len() as f64 / elapsed],
+        rates: vec![f64_len(lat.len()) / elapsed],
         lat,
         flushes,
         puts,
@@ -776,9 +737,10 @@ fn baseline(rs: &[&RunResult]) -> Option<(u64, f64, Vec<f64>)> {
     if p.is_empty() {
         return None;
     }
-    Some((n0, p.iter().sum::<f64>() / p.len() as f64, p))
+    Some((n0, p.iter().sum::<f64>() / f64_len(p.len()), p))
 }
 
+#[allow(clippy::too_many_lines)] // one table after another, read top to bottom
 fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult]) {
     let engines = &ctx.args.engines;
     let mut rows: Vec<(u64, bool)> = rs.iter().map(|r| (r.n, r.again)).collect();
@@ -796,7 +758,7 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
     for e in engines {
         for what in ["W", "R"] {
             for stat in ["mean", "sd", "p50", "p99"] {
-                head += &format!(" {} {what} {stat} |", e.name());
+                let _ = write!(head, " {} {what} {stat} |", e.name());
                 rule += "--:|";
             }
         }
@@ -812,7 +774,8 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
             match find(rs, e, n, again) {
                 Some(r) => {
                     for s in [r.write, r.read] {
-                        line += &format!(
+                        let _ = write!(
+                            line,
                             " {} | {} | {} | {} |",
                             us(s.mean_us),
                             us(s.sd_us),
@@ -846,7 +809,8 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
         };
         let mut line = format!("- N={}:", label(n, again));
         if let Some((n0, p0, _)) = &base {
-            line += &format!(
+            let _ = write!(
+                line,
                 " hpkv write p50 / at N={}: {}",
                 thousands(*n0),
                 ratio(h.write.p50_us, *p0)
@@ -854,7 +818,8 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
         }
         for &other in engines.iter().filter(|&&e| e != EngineKind::Hpkv) {
             if let Some(o) = find(rs, other, n, again) {
-                line += &format!(
+                let _ = write!(
+                    line,
                     "; hpkv/{} p50 write {} read {}",
                     other.name(),
                     ratio(h.write.p50_us, o.write.p50_us),
@@ -868,7 +833,7 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
     let mut head = String::from("| N |");
     let mut rule = String::from("|--:|");
     for e in engines {
-        head += &format!(" {} |", e.name());
+        let _ = write!(head, " {} |", e.name());
         rule += "--|";
     }
     println!("{head}\n{rule}");
@@ -877,13 +842,14 @@ fn print_mode_table(ctx: &Ctx, device: DeviceKind, mode: Mode, rs: &[RunResult])
         for &e in engines {
             match find(rs, e, n, again) {
                 Some(r) => {
-                    line += &format!(
+                    let _ = write!(
+                        line,
                         " {:.1} / {:.2} / {} / {} |",
                         r.prefill_s,
                         r.open_s,
                         r.disk_bytes.map_or("–".into(), mib),
                         r.peak_rss.map_or("–".into(), mib)
-                    )
+                    );
                 }
                 None => line += " – |",
             }
@@ -927,7 +893,7 @@ fn print_group_table(ctx: &Ctx, device: DeviceKind, gs: &[GroupResult]) {
             us(lat.p50_us),
             us(lat.p99_us),
             if g.puts > 0 {
-                format!("{:.3}", g.flushes as f64 / g.puts as f64)
+                format!("{:.3}", f64_of(g.flushes) / f64_of(g.puts))
             } else {
                 "–".into()
             }
@@ -986,10 +952,10 @@ fn print_summary(ctx: &Ctx, all: &[RunResult]) {
             if s.records == 0 {
                 continue;
             }
-            let total = s.index_heap_bytes as f64 / s.records as f64;
+            let total = f64_of(s.index_heap_bytes) / f64_of(s.records);
             // Index::heap_bytes counts each key's allocation as its length rounded up to
             // 16 bytes plus 16 bytes of allocator overhead.
-            let keys = (key_len.div_ceil(16) * 16 + 16) as f64;
+            let keys = f64_of(key_len.div_ceil(16) * 16 + 16);
             println!(
                 "- hpkv index heap at N={} ({}, {}): {:.1} bytes/record in all, {:.1} besides \
                  the key allocations ({keys:.0} B/key counted) — goal ≤ 64: {}; device flushes {} \

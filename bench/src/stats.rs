@@ -1,7 +1,25 @@
 //! Latency summaries and small helpers for numbers.
 
+/// `x` as a float, for printed figures and ratios: exact below 2^53, which every count,
+/// byte total and nanosecond figure here is far below.
+#[allow(clippy::cast_precision_loss)] // printed figures; values far below 2^53
+pub fn f64_of(x: u64) -> f64 {
+    x as f64
+}
+
+/// A length or count as a float (see [`f64_of`]).
+pub fn f64_len(n: usize) -> f64 {
+    f64_of(u64::try_from(n).expect("usize is 64 bits"))
+}
+
+/// A duration in whole nanoseconds (saturating: centuries do not occur here).
+pub fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Mean, standard deviation and percentiles of a set of latencies, in microseconds.
 #[derive(Clone, Copy, Debug, Default)]
+#[allow(clippy::struct_field_names)] // every name carries its unit
 pub struct Summary {
     pub mean_us: f64,
     pub sd_us: f64,
@@ -17,12 +35,12 @@ impl Summary {
             return Summary::default();
         }
         ns.sort_unstable();
-        let n = ns.len() as f64;
-        let mean = ns.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let n = f64_len(ns.len());
+        let mean = ns.iter().map(|&x| f64_of(x)).sum::<f64>() / n;
         let var = ns
             .iter()
             .map(|&x| {
-                let d = x as f64 - mean;
+                let d = f64_of(x) - mean;
                 d * d
             })
             .sum::<f64>()
@@ -30,15 +48,15 @@ impl Summary {
         Summary {
             mean_us: mean / 1e3,
             sd_us: var.sqrt() / 1e3,
-            p50_us: percentile(&ns, 0.50) as f64 / 1e3,
-            p99_us: percentile(&ns, 0.99) as f64 / 1e3,
+            p50_us: f64_of(percentile(&ns, 500)) / 1e3,
+            p99_us: f64_of(percentile(&ns, 990)) / 1e3,
         }
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
+/// Nearest-rank percentile of sorted values (`per_mille`: 500 for the median).
+fn percentile(sorted: &[u64], per_mille: usize) -> u64 {
+    let rank = (per_mille * sorted.len()).div_ceil(1000);
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
@@ -94,12 +112,14 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        let wide = (u128::from(self.next_u64()) * u128::from(n)) >> 64;
+        u64::try_from(wide).expect("below n")
     }
 
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
+            let bound = u64::try_from(i + 1).expect("usize is 64 bits");
+            let j = usize::try_from(self.below(bound)).expect("below a usize");
             v.swap(i, j);
         }
     }
@@ -113,8 +133,8 @@ mod tests {
     fn summary_of_known_values() {
         let s = Summary::from_nanos((1..=100).map(|x| x * 1000).collect());
         assert!((s.mean_us - 50.5).abs() < 1e-9);
-        assert_eq!(s.p50_us, 50.0);
-        assert_eq!(s.p99_us, 99.0);
+        assert!((s.p50_us - 50.0).abs() < 1e-9, "{s:?}");
+        assert!((s.p99_us - 99.0).abs() < 1e-9, "{s:?}");
         assert!((s.sd_us - 28.866).abs() < 1e-3);
     }
 

@@ -136,6 +136,7 @@ pub struct Data {
 }
 
 impl Data {
+    #[allow(clippy::unused_self)] // keys do not depend on the data set, values do: one interface
     pub fn key(&self, i: u64, buf: &mut Vec<u8>) {
         buf.clear();
         write!(buf, "key_{i:08}").expect("writing to a Vec");
@@ -194,8 +195,8 @@ pub fn prefill(
                 if j.is_multiple_of(4096) {
                     check_interrupted()?;
                 }
-                data.key(i as u64, &mut k);
-                data.value(i as u64, &mut v);
+                data.key(u64::from(i), &mut k);
+                data.value(u64::from(i), &mut v);
                 let failed = failed.clone();
                 // submit() blocks while the committer's queue is full: a bounded pipeline.
                 engine.submit(
@@ -230,8 +231,8 @@ pub fn prefill(
                 {
                     let mut table = txn.open_table(REDB_TABLE)?;
                     for &i in chunk {
-                        data.key(i as u64, &mut k);
-                        data.value(i as u64, &mut v);
+                        data.key(u64::from(i), &mut k);
+                        data.value(u64::from(i), &mut v);
                         table.insert(k.as_slice(), v.as_slice())?;
                     }
                 }
@@ -244,8 +245,8 @@ pub fn prefill(
                 check_interrupted()?;
                 let mut batch = db.batch();
                 for &i in chunk {
-                    data.key(i as u64, &mut k);
-                    data.value(i as u64, &mut v);
+                    data.key(u64::from(i), &mut k);
+                    data.value(u64::from(i), &mut v);
                     batch.insert(&ks, k.as_slice(), v.as_slice());
                 }
                 batch.commit()?;

@@ -222,7 +222,7 @@ pub fn trim_heap() {
     }
 }
 
-/// Drops the OS page cache (root): `sync` then 3 > /proc/sys/vm/drop_caches.
+/// Drops the OS page cache (root): `sync` then 3 > `/proc/sys/vm/drop_caches`.
 pub fn drop_os_caches() -> Res<()> {
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
@@ -237,7 +237,7 @@ pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-/// The peak resident set size since start (or since the last reset), from VmHWM.
+/// The peak resident set size since start (or since the last reset), from `VmHWM`.
 pub fn peak_rss_bytes() -> u64 {
     let peak = status_kib("VmHWM:") * 1024;
     LIFETIME_PEAK.fetch_max(peak, Ordering::Relaxed);
@@ -274,13 +274,11 @@ pub fn disk_usage_bytes(path: &Path) -> u64 {
         return 0;
     };
     if meta.is_dir() {
-        fs::read_dir(path)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| disk_usage_bytes(&e.path()))
-                    .sum()
-            })
-            .unwrap_or(0)
+        fs::read_dir(path).map_or(0, |rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| disk_usage_bytes(&e.path()))
+                .sum()
+        })
     } else {
         meta.blocks() * 512
     }
@@ -288,5 +286,8 @@ pub fn disk_usage_bytes(path: &Path) -> u64 {
 
 /// Bytes as "123.4 MiB".
 pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    format!(
+        "{:.1} MiB",
+        crate::stats::f64_of(bytes) / crate::stats::f64_of(1 << 20)
+    )
 }
