@@ -35,6 +35,17 @@ pub trait BlockDevice: Send + Sync {
     /// # Errors
     /// The device's failure.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes `buf` at `offset` into the kernel's page cache: once it returns the bytes
+    /// survive the death of this process (the kernel holds them), and a [`BlockDevice::flush`]
+    /// puts them on stable media like those of [`BlockDevice::write_at`]. Cheaper than a
+    /// direct write: no device request is waited for. Reads and direct writes see it (the
+    /// kernel writes dirty pages back before direct I/O to the same range).
+    ///
+    /// # Errors
+    /// The device's failure.
+    fn write_cached(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset)
+    }
     /// Returns once every write that returned before the call is on stable media.
     ///
     /// # Errors
@@ -128,6 +139,9 @@ impl std::error::Error for OpenDeviceError {
 /// A block device or a regular image file, opened for direct I/O and claimed exclusively.
 pub struct FileDevice {
     file: Flock<File>,
+    /// The same device opened without `O_DIRECT`, for [`BlockDevice::write_cached`]; `None`
+    /// when `file` is buffered already.
+    cached: Option<File>,
     path: PathBuf,
     size: u64,
     block_size: u32,
@@ -182,6 +196,16 @@ impl FileDevice {
         };
         let file =
             lock_exclusive(file, is_block).map_err(|_| OpenDeviceError::Busy(path.to_owned()))?;
+        let cached = if direct {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(err)?;
+            Some(f)
+        } else {
+            None
+        };
         let (size, block_size) = if is_block {
             let size = sys::block_device_size(&*file).map_err(err)?;
             let bs = sys::block_device_logical_block_size(&*file).map_err(err)?;
@@ -191,6 +215,7 @@ impl FileDevice {
         };
         Ok(FileDevice {
             file,
+            cached,
             path: path.to_owned(),
             size,
             block_size,
@@ -234,30 +259,45 @@ impl BlockDevice for FileDevice {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_aligned(buf.len(), offset);
-        let mut done = 0;
-        while done < buf.len() {
-            match nix::sys::uio::pwrite(&*self.file, &buf[done..], file_offset(offset, done)?) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "device accepted no bytes",
-                    ))
-                }
-                Ok(n) => done += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+        write_all_at(&self.file, buf, offset)
+    }
+
+    fn write_cached(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_aligned(buf.len(), offset);
+        match &self.cached {
+            Some(f) => write_all_at(f, buf, offset),
+            None => write_all_at(&self.file, buf, offset),
         }
-        Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
+        // fdatasync acts on the device (the inode), whichever descriptor wrote: it covers
+        // the cached writes too.
         nix::unistd::fdatasync(&*self.file).map_err(io::Error::from)
     }
 
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// `pwrite` until every byte of `buf` is written at `offset`.
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match nix::sys::uio::pwrite(file, &buf[done..], file_offset(offset, done)?) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "device accepted no bytes",
+                ))
+            }
+            Ok(n) => done += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The `off_t` of `offset + done`.

@@ -9,6 +9,16 @@ use crate::index::Loc;
 use crate::num::{seg_u32, u64_of, usize_of};
 use crate::store::{Geometry, Shared};
 
+/// How a segment's blocks reach the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// A direct write: the device has the bytes when it returns.
+    Direct,
+    /// Into the kernel's page cache: the bytes survive this process at once, the media
+    /// after the next flush.
+    Cached,
+}
+
 pub(crate) struct SegmentWriter {
     pub segment: u32,
     pub incarnation: u32,
@@ -117,6 +127,12 @@ impl SegmentWriter {
     /// Writes every block touched since the last call (the partial last block again), in
     /// one device request. A failure turns the store read-only ([`crate::store::Disk`]).
     pub fn write_out(&mut self, shared: &Shared) -> Result<(), Error> {
+        self.write_out_as(shared, WriteMode::Direct)
+    }
+
+    /// [`SegmentWriter::write_out`], into the kernel's cache when `mode` says so (the
+    /// write-behind log: see DESIGN.md, "Write path").
+    pub fn write_out_as(&mut self, shared: &Shared, mode: WriteMode) -> Result<(), Error> {
         if !self.is_dirty() {
             return Ok(());
         }
@@ -124,9 +140,11 @@ impl SegmentWriter {
         let start = usize_of(align_down(u64_of(self.written), block));
         let end = usize_of(align_up(u64_of(self.fill), block));
         assert!(start < end && end <= self.buf.len());
-        shared
-            .disk
-            .write(&self.buf[start..end], self.base + u64_of(start))?;
+        let (bytes, at) = (&self.buf[start..end], self.base + u64_of(start));
+        match mode {
+            WriteMode::Direct => shared.disk.write(bytes, at)?,
+            WriteMode::Cached => shared.disk.write_cached(bytes, at)?,
+        }
         self.written = self.fill;
         Ok(())
     }

@@ -112,6 +112,13 @@ impl Disk {
         self.dev.write_at(buf, offset).map_err(|e| self.fail(e))
     }
 
+    /// Writes `buf` at `offset` into the kernel's cache ([`BlockDevice::write_cached`]); a
+    /// failure turns the store read-only.
+    pub fn write_cached(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.dev.write_cached(buf, offset).map_err(|e| self.fail(e))
+    }
+
     /// Flushes the device cache; a failure turns the store read-only.
     pub fn flush(&self) -> Result<(), Error> {
         self.flushes.fetch_add(1, Ordering::Relaxed);

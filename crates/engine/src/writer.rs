@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
 use crate::index::Loc;
 use crate::observe::Change;
+use crate::segment::{SegmentWriter, WriteMode};
 use crate::space::{Purpose, SegState};
 use crate::store::{Counters, Shared};
 
@@ -149,7 +150,7 @@ pub(crate) struct Committer {
     shared: Arc<Shared>,
     compactor: Arc<Compactor>,
     rx: Receiver<Msg>,
-    log: Option<crate::segment::SegmentWriter>,
+    log: Option<SegmentWriter>,
     spare: Option<AlignedBuf>,
     /// Segments filled during the current batch. They are sealed (and so become candidates
     /// for compaction) only after the batch is in the index: until then compaction would
@@ -171,7 +172,7 @@ impl Committer {
         shared: Arc<Shared>,
         compactor: Arc<Compactor>,
         rx: Receiver<Msg>,
-        log: Option<crate::segment::SegmentWriter>,
+        log: Option<SegmentWriter>,
         next_seq: u64,
     ) -> Committer {
         assert!(next_seq >= 1, "sequence numbers start at 1");
@@ -245,6 +246,16 @@ impl Committer {
         None
     }
 
+    /// Sync mode writes the log directly (the flush follows at once); write-behind writes
+    /// it into the kernel's cache: acknowledged there, it survives a crash of hpkvd, and
+    /// the bounded flush puts it on the media (DESIGN.md, "Write path").
+    fn write_mode(&self) -> WriteMode {
+        match self.shared.config.durability {
+            Durability::Sync => WriteMode::Direct,
+            Durability::WriteBehind { .. } => WriteMode::Cached,
+        }
+    }
+
     fn flush_deadline(&self) -> Option<Instant> {
         match self.shared.config.durability {
             Durability::WriteBehind { max_delay, .. } => {
@@ -269,8 +280,9 @@ impl Committer {
 
     /// Writes out and flushes what is pending; the store is quiet afterwards.
     fn finish(&mut self) -> Result<(), Error> {
+        let mode = self.write_mode();
         if let Some(w) = self.log.as_mut() {
-            w.write_out(&self.shared)?;
+            w.write_out_as(&self.shared, mode)?;
         }
         self.shared.disk.flush()?;
         self.mark_flushed();
@@ -404,7 +416,7 @@ impl Committer {
             Some(b) => b,
             None => AlignedBuf::zeroed(self.shared.geometry.segment_len())?,
         };
-        self.log = Some(crate::segment::SegmentWriter::start(
+        self.log = Some(SegmentWriter::start(
             &self.shared.geometry,
             buf,
             segment,
@@ -429,7 +441,7 @@ impl Committer {
         // a crash could keep the batch's later records (in the new segment) and lose
         // its earlier ones.
         let write_behind = self.shared.config.durability != Durability::Sync;
-        let mut flushed = w.write_out(&self.shared);
+        let mut flushed = w.write_out_as(&self.shared, self.write_mode());
         if flushed.is_ok() && (self.unflushed_writes > 0 || write_behind) {
             self.mark_flushed();
             flushed = self.shared.disk.flush();
@@ -515,8 +527,9 @@ impl Committer {
         if let Some(e) = self.staging_error.take() {
             return Err(e);
         }
+        let mode = self.write_mode();
         if let Some(w) = self.log.as_mut() {
-            w.write_out(&self.shared)?;
+            w.write_out_as(&self.shared, mode)?;
             self.shared.segments.note_written(w.segment, w.fill());
         }
         if records > 0 {
