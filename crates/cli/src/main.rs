@@ -34,6 +34,9 @@ use format::Format;
 
 /// Bytes of buffer between a dump or load and its file.
 const FILE_BUFFER_BYTES: usize = 1 << 20;
+/// Puts `hpkvctl load` keeps in flight: enough for hpkvd's group commit to share a flush
+/// among many writes.
+const LOAD_IN_FLIGHT: usize = 32;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -441,23 +444,63 @@ fn load(client: &Client, path: &Path) -> Outcome {
 }
 
 /// Stores every record of `reader` (the submission loop of `load`), telling `progress` how
-/// many are stored; the number stored.
+/// many are stored; the number stored. Up to [`LOAD_IN_FLIGHT`] puts are in flight, so that
+/// hpkvd's group commit makes few flushes of many writes; each put still returns only once
+/// hpkvd acknowledged it (durably, in sync mode), and only acknowledged ones are counted.
 fn store_records<R: Read>(
     client: &Client,
     reader: &mut DumpReader<R>,
     shown_path: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, Failure> {
-    while let Some((key, value)) = reader
-        .next_record()
-        .map_err(|e| Failure::dump(shown_path, e))?
-    {
-        client.put(&key, &value).map_err(|e| {
-            Failure::client(format!("load {shown_path}: record {}", reader.count), e)
-        })?;
-        progress(reader.count);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{mpsc, Mutex};
+    let stored = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let (tx, rx) = mpsc::sync_channel::<(u64, dump::Record)>(LOAD_IN_FLIGHT);
+    let rx = Mutex::new(rx);
+    let put = |number: u64, key: &[u8], value: &[u8]| match client.put(key, value) {
+        Ok(()) => {
+            stored.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            failed.store(true, Ordering::Relaxed);
+            let failure = Failure::client(format!("load {shown_path}: record {number}"), e);
+            let mut first = first_error.lock().expect("a loader panicked");
+            first.get_or_insert(failure);
+        }
+    };
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        for _ in 0..LOAD_IN_FLIGHT {
+            scope.spawn(|| loop {
+                let next = rx.lock().expect("a loader panicked").recv();
+                let Ok((number, (key, value))) = next else {
+                    return;
+                };
+                if !failed.load(Ordering::Relaxed) {
+                    put(number, &key, &value);
+                }
+            });
+        }
+        while let Some(record) = reader
+            .next_record()
+            .map_err(|e| Failure::dump(shown_path, e))?
+        {
+            if failed.load(Ordering::Relaxed) || tx.send((reader.count, record)).is_err() {
+                break;
+            }
+            progress(stored.load(Ordering::Relaxed));
+        }
+        drop(tx);
+        Ok(())
+    })?;
+    if let Some(failure) = first_error.into_inner().expect("a loader panicked") {
+        return Err(failure);
     }
-    Ok(reader.count)
+    let stored = stored.into_inner();
+    progress(stored);
+    Ok(stored)
 }
 
 #[cfg(test)]
