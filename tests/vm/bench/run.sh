@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# tests/vm/bench/run.sh — the device benchmark: hpkvd through the real /dev/hpkv in the VM, next
+# to same-boot baselines, printed as ratios (issue 8). Under TCG absolute times mean nothing.
+#
+# Usage: tests/vm/bench/run.sh [--count N] [--verbose]
+# Builds hpkvd and hpkvctl (release), the floor server and the timing client (tests/vm/bench/*.c),
+# writes a 100,000-record store on the host, then boots the VM once and measures, with N
+# operations per figure (default 2000):
+#   raw_flush      4 KiB O_DIRECT write + fdatasync on a raw virtio disk
+#   noop_write     write() to a CUSE server that answers at once (noop_get: its GET; _t1: one thread)
+#   floor_sync     the same server doing one 4 KiB O_DIRECT write + fdatasync per write
+#   sync_100       hpkvd --durability sync, one writer, overwrites in a 100-record store
+#   sync_100k      the same in a 100,000-record store
+#   sync_1w/_8w    new keys, one writer / 8 writers (durable writes per second)
+#   sync_100_t1    hpkvd --threads 1
+#   wb_100         hpkvd --durability write-behind
+#   load           hpkvctl load of an N-record dump (writes per second)
+# and prints the ratios with the goals of issue 8. The last line is "N passed, M failed" (the
+# steps that ran); the figures themselves never fail the run.
+set -euo pipefail
+trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+. "$here/../common.sh"
+
+count=2000
+vm_opts=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --count) count=$2; shift ;;
+        --verbose) vm_opts+=(--verbose) ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) hpkv_die "unknown argument: $1" ;;
+    esac
+    shift
+done
+
+hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
+cd "$HPKV_REPO"
+out=$HPKV_REPO/target/vm
+payload=$out/bench-payload
+rm -rf "$payload"
+mkdir -p "$payload"
+
+hpkv_log "building hpkvd, hpkvctl and the 100,000-record store (release)"
+cargo build --release --quiet --bin hpkvd --bin hpkvctl
+cp target/release/hpkvd target/release/hpkvctl "$payload/"
+suite=$(cargo test --release --no-run --quiet --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["executable"])
+')
+"$suite" prepare-image "$out/bench-100k.img" 100000
+truncate -s 64M "$out/bench-scratch.img"
+
+cflags=(-O2 -Wall -Wextra -Werror -I uapi)
+# shellcheck disable=SC2046  # pkg-config prints several words
+gcc "${cflags[@]}" $(pkg-config --cflags fuse3) -o "$payload/hpkv-floor" \
+    "$here/floor-server.c" $(pkg-config --libs fuse3) -lpthread
+gcc "${cflags[@]}" -o "$payload/hpkv-devbench" "$here/devbench.c" -lpthread
+install -m 0755 "$here/guest-main" "$payload/guest-main"
+
+outf=$out/bench-output.txt
+rc=0
+"$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --name bench --disk "$out/bench-disk.img" --fresh-disk \
+    --disk-size 256M \
+    --qemu-arg -drive --qemu-arg "file=$out/bench-100k.img,format=raw,if=virtio" \
+    --qemu-arg -drive --qemu-arg "file=$out/bench-scratch.img,format=raw,if=virtio" \
+    --append-cmdline "HPKV_BENCH_COUNT=$count" \
+    --timeout 1500 "${vm_opts[@]+"${vm_opts[@]}"}" | tee "$outf" || rc=$?
+
+echo
+echo "## Through the device, one VM boot ($count operations per figure; ratios of p50s unless noted)"
+echo
+awk '
+/^RESULT / {
+    for (i = 3; i <= NF; i++) { split($i, kv, "="); v[$2, kv[1]] = kv[2] }
+    seen[$2] = 1
+}
+function p(l) { return v[l, "p50_us"] }
+function r(l) { return v[l, "rate_per_s"] }
+function show(what, num, den, goal, le) {
+    if (den == 0 || num == "" || den == "") { printf "| %s | – | %s | not measured |\n", what, goal; return }
+    x = num / den
+    ok = (le ? x <= goal + 0 : x >= goal + 0) ? "met" : "NOT met"
+    printf "| %s | %.2f | %s %s | %s |\n", what, x, (le ? "≤" : "≥"), goal, ok
+}
+END {
+    print "| figure | p50 µs | p99 µs | per second |"
+    print "|---|--:|--:|--:|"
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_100_t1 wb_100 load", L, " ")
+    for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
+    print ""
+    print "| ratio | measured | goal | |"
+    print "|---|--:|--:|---|"
+    show("sync write, 100 records / floor (no-op + 4 KiB write + fdatasync)", p("sync_100"), p("floor_sync"), "1.10", 1)
+    show("sync write, 100,000 records / floor", p("sync_100k"), p("floor_sync"), "1.10", 1)
+    show("sync write, 100,000 / 100 records", p("sync_100k"), p("sync_100"), "1.10", 1)
+    show("8 writers / 1 writer, durable writes per second", r("sync_8w"), r("sync_1w"), "5", 0)
+    show("write-behind write / no-op write", p("wb_100"), p("noop_write"), "1.5", 1)
+    show("--threads 1 / default threads, sync write", p("sync_100_t1"), p("sync_100"), "1.0", 1)
+    show("hpkvctl load / one durable put per record, records per second", r("load"), r("sync_1w"), "10", 0)
+    show("(info) floor / raw device write + flush", p("floor_sync"), p("raw_flush"), "–", 1)
+    show("(info) GET / no-op GET", p("hpkv_get"), p("noop_get"), "–", 1)
+    show("(info) no-op write, one thread / pool", p("noop_write_t1"), p("noop_write"), "–", 1)
+}' "$outf"
+echo
+tail -n 1 "$outf"
+exit "$rc"
