@@ -3,8 +3,9 @@
 //! A CUSE channel cannot be cloned, so every worker reads the same /dev/cuse descriptor.
 //! It is non-blocking: a worker polls it together with a stop event, and a worker that lost
 //! the race for a request just polls again. A slow request (a disk read, a large value)
-//! holds one worker; the others go on. Writes do not hold a worker at all: their replies
-//! are sent by the engine's committer once the write is durable.
+//! holds one worker; the others go on. A write holds its worker while that worker commits
+//! it (when no commit is under way); writes arriving meanwhile are queued by their workers,
+//! which are free at once, and answered by the committing one once durable (group commit).
 
 use std::os::fd::AsFd;
 use std::path::Path;

@@ -1,9 +1,11 @@
 //! The behaviour of `/dev/hpkv`: each request of the ABI served with the engine.
 //!
 //! Writes (the `write()` upsert/append, DELETE, INSERT, `PARTIAL_UPDATE`, PURGE, SYNC) are
-//! handed to the engine's committer with their [`Reply`]: the answer goes out from the
-//! committer once the write is durable, and the CUSE worker is free at once. Reads are
-//! answered by the worker that received them. Each open file has its own listing cursor.
+//! handed to the engine with their [`Reply`]: the answer goes out once the write is durable,
+//! from the thread that committed it. That is the receiving worker itself when no commit is
+//! under way (no hand-off); otherwise the worker is free at once and the committing one
+//! answers (group commit). Reads are answered by the worker that received them. Each open
+//! file has its own listing cursor.
 
 use std::ops::{Bound, ControlFlow};
 use std::sync::atomic::{AtomicU64, Ordering};

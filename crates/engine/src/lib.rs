@@ -75,6 +75,7 @@ use index::Found;
 use lock::{Level, OrderedMutex};
 use num::u64_of;
 use store::{Counters, Shared};
+use writer::{Queued, Writer};
 
 /// Writes queued for the committer at most; submitters block beyond (backpressure).
 const QUEUE_DEPTH_MAX: usize = 4096;
@@ -158,8 +159,9 @@ pub struct Versioned {
 pub struct Engine {
     shared: Arc<Shared>,
     compactor: Arc<Compactor>,
+    writer: Arc<Writer>,
     /// The committer's queue; `None` once closed (lock level [`Level::Handle`]).
-    tx: OrderedMutex<Option<Sender<writer::Msg>>>,
+    tx: OrderedMutex<Option<Sender<Queued>>>,
     threads: OrderedMutex<Vec<JoinHandle<()>>>,
 }
 
@@ -187,11 +189,17 @@ impl Engine {
         let log = recovery::resume_log(&shared)?;
         let compactor = Arc::new(Compactor::new(shared.clone()));
         let (tx, rx) = bounded(QUEUE_DEPTH_MAX);
-        let committer =
-            writer::Committer::new(shared.clone(), compactor.clone(), rx, log, rec.next_seq);
+        let writer = Arc::new(Writer::new(
+            shared.clone(),
+            compactor.clone(),
+            rx,
+            log,
+            rec.next_seq,
+        ));
+        let timer = writer.clone();
         let mut threads = vec![std::thread::Builder::new()
             .name("hpkv-commit".into())
-            .spawn(move || committer.run())?];
+            .spawn(move || timer.run_timer())?];
         if shared.config.background_compaction {
             let c = compactor.clone();
             threads.push(
@@ -212,6 +220,7 @@ impl Engine {
         Ok(Engine {
             shared,
             compactor,
+            writer,
             tx: OrderedMutex::new(Level::Handle, Some(tx)),
             threads: OrderedMutex::new(Level::Handle, threads),
         })
@@ -257,9 +266,11 @@ impl Engine {
         self.shared.index.read().get(key).map(|f| f.value_len)
     }
 
-    /// Queues a write; `done` runs on the committer thread once it is acknowledged or
-    /// refused. Blocks while the queue is full (at most [`ANSWER_WAIT_MAX`], then `done`
-    /// gets [`Error::TimedOut`]).
+    /// Queues a write; `done` runs once it is acknowledged or refused, on the thread that
+    /// commits it: this one if no other is committing (then `submit` returns after the
+    /// commit), else the one that is (then `submit` returns at once). Blocks while the
+    /// queue is full (at most [`ANSWER_WAIT_MAX`], then `done` gets [`Error::TimedOut`]).
+    /// `done` must not wait for another write: it may run while the committer is held.
     pub fn submit(&self, op: WriteOp, done: Done) {
         if let Err(e) = op.validate() {
             return done(Err(e));
@@ -273,16 +284,15 @@ impl Engine {
         let Some(tx) = tx else {
             return done(Err(Error::Closed));
         };
-        match tx.send_timeout(writer::Msg::Op(op, done), ANSWER_WAIT_MAX) {
-            Ok(()) => {}
-            Err(crossbeam_channel::SendTimeoutError::Timeout(writer::Msg::Op(_, done))) => {
+        match tx.send_timeout((op, done), ANSWER_WAIT_MAX) {
+            Ok(()) => self.writer.lead(),
+            Err(crossbeam_channel::SendTimeoutError::Timeout((_, done))) => {
                 log::error!("the write queue stayed full for {ANSWER_WAIT_MAX:?}");
                 done(Err(Error::TimedOut));
             }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected(writer::Msg::Op(_, done))) => {
+            Err(crossbeam_channel::SendTimeoutError::Disconnected((_, done))) => {
                 done(Err(Error::Closed));
             }
-            Err(_) => unreachable!("only operations are sent here"),
         }
     }
 
@@ -521,20 +531,12 @@ impl Engine {
         let Some(tx) = self.tx.lock().take() else {
             return Ok(());
         };
-        let (ack_tx, ack_rx) = bounded(1);
-        // A send fails only if the committer is gone already; the receive then says Closed.
-        let _ = tx.send(writer::Msg::Shutdown(ack_tx));
         drop(tx);
-        let committed = match ack_rx.recv_timeout(ANSWER_WAIT_MAX) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                log::error!(
-                    "the committer did not finish within {ANSWER_WAIT_MAX:?}; not waiting for it"
-                );
-                return Err(Error::TimedOut);
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
-        };
+        let committed = self.writer.close(ANSWER_WAIT_MAX);
+        if let Err(Error::TimedOut) = committed {
+            return Err(Error::TimedOut);
+        }
+        self.writer.stop();
         self.compactor.stop();
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         for h in threads {

@@ -8,10 +8,11 @@
 //! | level | lock | taken by |
 //! |---|---|---|
 //! | 0 | [`Level::Handle`]: the engine handle's sender and thread list | `submit`, `close` |
-//! | 1 | [`Level::Compaction`]: compaction's state | a compaction round, purge, verification |
-//! | 2 | [`Level::Superblock`]: the superblock in memory | purge, snapshot, verification |
-//! | 3 | [`Level::Index`]: the index (a read-write lock) | everyone |
-//! | 4 | [`Level::Space`]: the segment table | allocation, sealing, stats |
+//! | 1 | [`Level::Commit`]: the committer (its holder is the leader) | writers, the timer, `close` |
+//! | 2 | [`Level::Compaction`]: compaction's state | a compaction round, purge, verification |
+//! | 3 | [`Level::Superblock`]: the superblock in memory | purge, snapshot, verification |
+//! | 4 | [`Level::Index`]: the index (a read-write lock) | everyone |
+//! | 5 | [`Level::Space`]: the segment table | allocation, sealing, stats |
 //!
 //! The value cache and the test device lock internally and call nothing back: leaves below
 //! every level. In debug builds (every test) each thread keeps the set of levels it holds
@@ -26,10 +27,11 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
     Handle = 0,
-    Compaction = 1,
-    Superblock = 2,
-    Index = 3,
-    Space = 4,
+    Commit = 1,
+    Compaction = 2,
+    Superblock = 3,
+    Index = 4,
+    Space = 5,
 }
 
 #[cfg(debug_assertions)]
@@ -112,6 +114,27 @@ impl<T> OrderedMutex<T> {
             inner: self.inner.lock(),
             _token: token,
         }
+    }
+
+    /// Takes the lock if it is free. A failed attempt cannot deadlock, so it is not checked
+    /// against the order (it also fails, rather than deadlocking, on a lock this thread
+    /// holds); a successful one counts as held like any other.
+    pub(crate) fn try_lock(&self) -> Option<Guard<'_, T>> {
+        let inner = self.inner.try_lock()?;
+        Some(Guard {
+            inner,
+            _token: Token::take(self.level),
+        })
+    }
+
+    /// Waits at most `wait` for the lock; checked against the order like [`Self::lock`].
+    pub(crate) fn try_lock_for(&self, wait: std::time::Duration) -> Option<Guard<'_, T>> {
+        let token = Token::take(self.level);
+        let inner = self.inner.try_lock_for(wait)?;
+        Some(Guard {
+            inner,
+            _token: token,
+        })
     }
 }
 

@@ -1,7 +1,14 @@
-//! The write path: one committer thread owns the user log (its active segment) and the
-//! sequence numbers, and applies writes in batches.
+//! The write path: the committer owns the user log (its active segment) and the sequence
+//! numbers, and applies writes in batches.
 //!
-//! A batch is whatever is queued when the committer comes round, up to [`BATCH_OPS_MAX`]
+//! Writers put their operation into a bounded queue and then try to take the committer's
+//! lock: the one that gets it commits (it is the *leader*) what is queued, batch after batch,
+//! until the queue is empty; the others return at once, and the leader answers them. A lone
+//! writer so commits its own write on its own thread, with no hand-off to another thread and
+//! back; concurrent writers share the leader's batches (group commit). A small timer thread
+//! flushes write-behind writes when their delay runs out.
+//!
+//! A batch is whatever is queued when the leader comes round, up to [`BATCH_OPS_MAX`]
 //! operations: each is checked against the index (and earlier writes of the same batch),
 //! encoded into the active segment's buffer and given the next sequence number. Then the
 //! dirty blocks are written with one request, the device cache is flushed (in `Sync` mode;
@@ -15,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::compaction::Compactor;
 use crate::config::Durability;
@@ -23,6 +32,7 @@ use crate::device::AlignedBuf;
 use crate::error::Error;
 use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
 use crate::index::Loc;
+use crate::lock::{Level, OrderedMutex};
 use crate::observe::Change;
 use crate::segment::{SegmentWriter, WriteMode};
 use crate::space::{Purpose, SegState};
@@ -34,6 +44,9 @@ const BATCH_OPS_MAX: usize = 512;
 const BATCH_BYTES_MAX: usize = 8 << 20;
 /// How long a write waits for compaction to free space before it answers ENOSPC.
 const SPACE_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How often the timer thread looks at the queue when no flush is due (a safety net: every
+/// writer's own leading empties the queue).
+const TIMER_IDLE: Duration = Duration::from_millis(100);
 
 /// A write request.
 #[derive(Debug)]
@@ -115,11 +128,8 @@ impl WriteOp {
 /// Called with the outcome of a write once it is acknowledged (or refused).
 pub type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
-pub(crate) enum Msg {
-    Op(WriteOp, Done),
-    /// Finish everything queued, flush, and answer with the next sequence number.
-    Shutdown(Sender<Result<u64, Error>>),
-}
+/// A queued write and whom to tell.
+pub(crate) type Queued = (WriteOp, Done);
 
 /// The outcome of one operation in a batch, held until the batch is on disk.
 enum Staged {
@@ -146,10 +156,20 @@ type Overlay = HashMap<Box<[u8]>, Option<Arc<[u8]>>>;
 /// What a write puts on disk: key, kind, value (none for a tombstone), and whose space.
 type Resolved = (Box<[u8]>, Kind, Option<Arc<[u8]>>, Purpose);
 
+/// The write path's shared half: the queue, the committer behind its lock, the timer.
+pub(crate) struct Writer {
+    /// The committer; whoever holds this lock is the leader (level [`Level::Commit`]).
+    core: OrderedMutex<Committer>,
+    rx: Receiver<Queued>,
+    /// Wakes the timer thread (a write-behind deadline was set, or it must stop).
+    wake_rx: Receiver<()>,
+    stopping: AtomicBool,
+}
+
+/// The committer: the user log and everything a batch needs.
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     compactor: Arc<Compactor>,
-    rx: Receiver<Msg>,
     log: Option<SegmentWriter>,
     spare: Option<AlignedBuf>,
     /// Segments filled during the current batch. They are sealed (and so become candidates
@@ -163,23 +183,101 @@ pub(crate) struct Committer {
     oldest_unflushed: Option<Instant>,
     /// An I/O error met while moving the log to a new segment in the middle of the batch.
     staging_error: Option<Error>,
+    /// After the shutdown's final flush: every later write answers [`Error::Closed`].
+    closed: bool,
+    wake_tx: Sender<()>,
 }
 
-impl Committer {
-    /// `log`: the segment the user log resumes in (see `recovery::resume_log`); `next_seq`:
-    /// one above the highest sequence number on the device.
+impl Writer {
+    /// The write path of a store just opened: `rx` is the queue's receiving end, `log` the
+    /// segment the user log resumes in (see `recovery::resume_log`), `next_seq` one above
+    /// the highest sequence number on the device.
     pub fn new(
         shared: Arc<Shared>,
         compactor: Arc<Compactor>,
-        rx: Receiver<Msg>,
+        rx: Receiver<Queued>,
         log: Option<SegmentWriter>,
         next_seq: u64,
+    ) -> Writer {
+        let (wake_tx, wake_rx) = bounded(1);
+        let core = Committer::new(shared, compactor, log, next_seq, wake_tx);
+        Writer {
+            core: OrderedMutex::new(Level::Commit, core),
+            rx,
+            wake_rx,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Commits what is queued if no other thread is doing so: called by every writer right
+    /// after queueing. Returns at once when another thread leads (it will take this
+    /// writer's operation too: it empties the queue before it lets go, and looks again
+    /// after letting go).
+    pub fn lead(&self) {
+        while let Some(mut core) = self.core.try_lock() {
+            core.drain(&self.rx);
+            drop(core);
+            if self.rx.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The timer thread: flushes write-behind writes when their delay runs out, and empties
+    /// the queue now and then (a safety net). Stops on [`Writer::stop`].
+    pub fn run_timer(&self) {
+        while !self.stopping.load(Ordering::SeqCst) {
+            let deadline = self.core.lock().flush_deadline();
+            let wait = deadline.map_or(TIMER_IDLE, |d| {
+                d.saturating_duration_since(Instant::now()).min(TIMER_IDLE)
+            });
+            if let Err(RecvTimeoutError::Disconnected) = self.wake_rx.recv_timeout(wait) {
+                return;
+            }
+            let mut core = self.core.lock();
+            if core.flush_deadline().is_some_and(|d| d <= Instant::now()) {
+                core.flush_write_behind();
+            }
+            core.drain(&self.rx);
+        }
+    }
+
+    /// Finishes everything queued, flushes, seals the log and refuses later writes.
+    /// Returns the next sequence number (for the shutdown's snapshot).
+    ///
+    /// # Errors
+    /// The final write or flush's failure; [`Error::TimedOut`] when the committer stays
+    /// busy past `wait`.
+    pub fn close(&self, wait: Duration) -> Result<u64, Error> {
+        let Some(mut core) = self.core.try_lock_for(wait) else {
+            log::error!("the committer stayed busy for {wait:?}; not waiting for it");
+            return Err(Error::TimedOut);
+        };
+        core.drain(&self.rx);
+        let result = core.finish().map(|()| core.next_seq);
+        core.closed = true;
+        result
+    }
+
+    /// Stops the timer thread.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.core.lock().wake_tx.try_send(());
+    }
+}
+
+impl Committer {
+    fn new(
+        shared: Arc<Shared>,
+        compactor: Arc<Compactor>,
+        log: Option<SegmentWriter>,
+        next_seq: u64,
+        wake_tx: Sender<()>,
     ) -> Committer {
         assert!(next_seq >= 1, "sequence numbers start at 1");
         Committer {
             shared,
             compactor,
-            rx,
             log,
             spare: None,
             filled: Vec::new(),
@@ -187,63 +285,33 @@ impl Committer {
             unflushed_writes: 0,
             oldest_unflushed: None,
             staging_error: None,
+            closed: false,
+            wake_tx,
         }
     }
 
-    /// The committer thread: batches until the queue closes or a shutdown is asked for.
-    pub fn run(mut self) {
-        let mut batch: Vec<(WriteOp, Done)> = Vec::with_capacity(BATCH_OPS_MAX);
+    /// Commits what is queued, batch after batch, until the queue is empty (the leader's
+    /// work). Once closed, answers [`Error::Closed`] instead.
+    fn drain(&mut self, rx: &Receiver<Queued>) {
+        let mut batch: Vec<Queued> = Vec::new();
         loop {
-            let first = match self.flush_deadline() {
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(deadline) => self.rx.recv_deadline(deadline),
-            };
-            let msg = match first {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush_write_behind();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    if let Err(e) = self.finish() {
-                        log::error!("final flush: {e}");
-                    }
-                    return;
-                }
-            };
-            let shutdown = self.gather(msg, &mut batch);
-            self.process(&mut batch);
-            if let Some(ack) = shutdown {
-                let result = self.finish().map(|()| self.next_seq);
-                // The engine may have stopped waiting; nothing is left to tell.
-                let _ = ack.send(result);
+            let mut bytes = 0usize;
+            while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+                let Ok((op, done)) = rx.try_recv() else { break };
+                bytes += op.bytes();
+                batch.push((op, done));
+            }
+            if batch.is_empty() {
                 return;
             }
-        }
-    }
-
-    /// Takes `first` and whatever else is queued, within the batch's bounds. Returns the
-    /// shutdown request if one came (the batch ends there).
-    fn gather(
-        &self,
-        first: Msg,
-        batch: &mut Vec<(WriteOp, Done)>,
-    ) -> Option<Sender<Result<u64, Error>>> {
-        let mut bytes = 0usize;
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            match m {
-                Msg::Op(op, done) => {
-                    bytes += op.bytes();
-                    batch.push((op, done));
+            if self.closed {
+                for (_, done) in batch.drain(..) {
+                    done(Err(Error::Closed));
                 }
-                Msg::Shutdown(ack) => return Some(ack),
-            }
-            if batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
-                next = self.rx.try_recv().ok();
+            } else {
+                self.process(&mut batch);
             }
         }
-        None
     }
 
     /// Sync mode writes the log directly (the flush follows at once); write-behind writes
@@ -292,7 +360,7 @@ impl Committer {
         Ok(())
     }
 
-    fn process(&mut self, batch: &mut Vec<(WriteOp, Done)>) {
+    fn process(&mut self, batch: &mut Vec<Queued>) {
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
         let mut overlay = Overlay::new();
         let mut force_flush = false;
@@ -535,7 +603,11 @@ impl Committer {
         if records > 0 {
             let records = u32::try_from(records).expect("a batch is at most BATCH_OPS_MAX");
             self.unflushed_writes = self.unflushed_writes.saturating_add(records);
-            self.oldest_unflushed.get_or_insert_with(Instant::now);
+            if self.oldest_unflushed.is_none() {
+                self.oldest_unflushed = Some(Instant::now());
+                // The timer learns the new deadline (a full channel: it will look anyway).
+                let _ = self.wake_tx.try_send(());
+            }
         }
         let flush = match self.shared.config.durability {
             Durability::Sync => true,

@@ -754,8 +754,10 @@ fn parallel(n: u64, f: impl Fn(u64) + Sync) {
 // ---------------------------------------------------------------------------------------
 
 /// Submits `ops` so that the committer takes them as one batch: a first request (a delete of
-/// a missing key, answered without I/O) holds the committer in its completion callback until
-/// all of them are queued. `before` runs while the committer is held. Returns the outcomes.
+/// a missing key, answered without I/O), submitted from another thread which so becomes the
+/// leader, holds the committer in its completion callback until all of them are queued (their
+/// submits find the committer busy and return at once). `before` runs while the committer is
+/// held. Returns the outcomes.
 fn submit_as_one_batch(
     engine: &Engine,
     ops: Vec<WriteOp>,
@@ -763,31 +765,35 @@ fn submit_as_one_batch(
 ) -> Vec<Result<(), Error>> {
     let (held_tx, held_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
-    engine.submit(
-        WriteOp::Delete {
-            key: b"\x00gate".to_vec().into(),
-        },
-        Box::new(move |r| {
-            assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
-            held_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-        }),
-    );
-    held_rx.recv().unwrap();
-    before();
     let results = Arc::new(Mutex::new(vec![None; ops.len()]));
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    for (i, op) in ops.into_iter().enumerate() {
-        let (results, done_tx) = (results.clone(), done_tx.clone());
-        engine.submit(
-            op,
-            Box::new(move |r| {
-                results.lock().unwrap()[i] = Some(r);
-                done_tx.send(()).unwrap();
-            }),
-        );
-    }
-    release_tx.send(()).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            engine.submit(
+                WriteOp::Delete {
+                    key: b"\x00gate".to_vec().into(),
+                },
+                Box::new(move |r| {
+                    assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                }),
+            );
+        });
+        held_rx.recv().unwrap();
+        before();
+        for (i, op) in ops.into_iter().enumerate() {
+            let (results, done_tx) = (results.clone(), done_tx.clone());
+            engine.submit(
+                op,
+                Box::new(move |r| {
+                    results.lock().unwrap()[i] = Some(r);
+                    done_tx.send(()).unwrap();
+                }),
+            );
+        }
+        release_tx.send(()).unwrap();
+    });
     let n = results.lock().unwrap().len();
     for _ in 0..n {
         done_rx.recv().unwrap();
@@ -1190,6 +1196,33 @@ fn writer_thread(engine: &Engine, t: usize, seed: u64, n_ops: usize) -> WriterLo
     log
 }
 
+/// A device whose flush takes as long as a fast disk's (100 µs): writers arriving while one
+/// batch is being flushed share the next batch's flush, as on real hardware. (The memory
+/// device alone flushes in no time, and then a lone writer rarely has company.)
+struct SlowFlush(Arc<FaultyDevice>);
+
+impl BlockDevice for SlowFlush {
+    fn size_bytes(&self) -> u64 {
+        self.0.size_bytes()
+    }
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::thread::sleep(Duration::from_micros(100));
+        self.0.flush()
+    }
+    fn describe(&self) -> String {
+        format!("{} with a 100 µs flush", self.0.describe())
+    }
+}
+
 /// c. Several threads write disjoint keys in Sync mode and the device dies at a random point:
 /// every acknowledged write survives; each key holds its last acknowledged value or the one
 /// its writer had in flight.
@@ -1201,7 +1234,8 @@ fn concurrent_writers_crash_at_random_points() {
     const ITERATIONS: u64 = 240;
     let started = Instant::now();
     let run = |dev: &Arc<FaultyDevice>, seed: u64| -> Vec<WriterLog> {
-        let engine = Engine::open(dev.clone(), config(Durability::Sync, 64 << 10)).unwrap();
+        let slow: Arc<dyn BlockDevice> = Arc::new(SlowFlush(dev.clone()));
+        let engine = Engine::open(slow, config(Durability::Sync, 64 << 10)).unwrap();
         let logs = std::thread::scope(|s| {
             let handles: Vec<_> = (0..THREADS)
                 .map(|t| {
