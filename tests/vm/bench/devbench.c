@@ -1,13 +1,17 @@
 /*
- * hpkv-devbench — times operations on a /dev/hpkv-like device or a raw block device, for the
- * VM device benchmark (tests/vm/bench). Prints one line per run:
+ * hpkv-devbench — times operations on /dev/hpkv-like devices and raw block devices for the VM
+ * device benchmark (tests/vm/bench). The machine under the VM is shared and its speed drifts, so
+ * the runs to be compared are interleaved: ROUNDS rounds, each running every SPEC once, in turn.
+ * At the end, one line per SPEC:
  *   RESULT <label> ops=<n> p50_us=<x> p99_us=<x> mean_us=<x> rate_per_s=<x>
+ * (rate: operations per second of the time spent in that SPEC's rounds).
  *
- *   hpkv-devbench write LABEL DEV COUNT THREADS PREFIX KEYS  COUNT writes "PREFIX%08d:value"
- *                        (100-byte values) shared by THREADS threads, over KEYS keys: all new
- *                        when KEYS >= COUNT, else overwrites spread over 0..KEYS-1
- *   hpkv-devbench get LABEL DEV COUNT PREFIX KEYS        COUNT HPKV_IOC_GET over those keys
- *   hpkv-devbench raw LABEL DEV COUNT                    COUNT x (4 KiB O_DIRECT pwrite + fdatasync)
+ *   hpkv-devbench ROUNDS SPEC...      SPEC = kind,label,device,ops,threads,prefix,keys
+ *   kind write: ops writes "PREFIX%08d:value" (100-byte values) per round, shared by threads
+ *               writer threads, over keys keys (all new when keys >= ops x ROUNDS, else
+ *               overwrites spread over 0..keys-1)
+ *   kind get:   ops HPKV_IOC_GET of those keys per round (threads is ignored)
+ *   kind raw:   ops 4 KiB O_DIRECT pwrite + fdatasync on a block device per round
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +28,18 @@
 #include "hpkv.h"
 
 #define VALUE_LEN 100
+#define SPECS_MAX 32
+#define THREADS_MAX 64
+
+struct spec {
+	char kind[8], label[64], dev[128], prefix[64];
+	long ops, threads, keys;
+	double *lat; /* ops x rounds latencies, µs */
+	long done;   /* operations timed so far */
+	double busy_us;
+};
+
+static long rounds;
 
 static double now_us(void)
 {
@@ -40,149 +56,188 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static void report(const char *label, double *lat, long n, double elapsed_us)
+/* The key number of operation `i` of `total` over `keys` keys. */
+static long key_of(long i, long total, long keys)
 {
-	double sum = 0;
-
-	qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
-	for (long i = 0; i < n; i++)
-		sum += lat[i];
-	printf("RESULT %s ops=%ld p50_us=%.1f p99_us=%.1f mean_us=%.1f rate_per_s=%.1f\n", label, n,
-	       lat[n / 2], lat[(n * 99) / 100], sum / (double)n, (double)n * 1e6 / elapsed_us);
-	fflush(stdout);
-}
-
-/* The key number of operation `i` of `count` over `keys` keys. */
-static long key_of(long i, long count, long keys)
-{
-	return keys >= count ? i : (i * 7919) % keys;
+	return keys >= total ? i : (i * 7919) % keys;
 }
 
 struct writer {
-	const char *dev, *prefix;
-	long from, to, count, keys;
-	double *lat;
+	struct spec *s;
+	long from, to; /* operation numbers of this round */
 	int failed;
 };
 
 static void *write_loop(void *p)
 {
 	struct writer *w = p;
+	struct spec *s = w->s;
 	char buf[256];
-	int fd = open(w->dev, O_WRONLY);
+	int fd = open(s->dev, O_WRONLY);
 
 	if (fd < 0) {
-		perror(w->dev);
+		perror(s->dev);
 		w->failed = 1;
 		return NULL;
 	}
 	for (long i = w->from; i < w->to; i++) {
-		long k = key_of(i, w->count, w->keys);
-		int n = snprintf(buf, sizeof(buf), "%s%08ld:", w->prefix, k);
+		long k = key_of(i, s->ops * rounds, s->keys);
+		int n = snprintf(buf, sizeof(buf), "%s%08ld:", s->prefix, k);
 
 		memset(buf + n, 'a' + (int)(i % 26), VALUE_LEN);
 		double t = now_us();
 		if (write(fd, buf, (size_t)n + VALUE_LEN) != n + VALUE_LEN) {
-			fprintf(stderr, "write %s%08ld: %s\n", w->prefix, i, strerror(errno));
+			fprintf(stderr, "%s: write %s%08ld: %s\n", s->label, s->prefix, k, strerror(errno));
 			w->failed = 1;
 			break;
 		}
-		w->lat[i] = now_us() - t;
+		s->lat[i] = now_us() - t;
 	}
 	close(fd);
 	return NULL;
 }
 
-static int cmd_write(const char *label, const char *dev, long count, int threads, const char *prefix,
-		     long keys)
+static int round_write(struct spec *s)
 {
-	double *lat = calloc((size_t)count, sizeof(*lat));
-	pthread_t tid[64];
-	struct writer w[64];
+	pthread_t tid[THREADS_MAX];
+	struct writer w[THREADS_MAX];
+	long first = s->done, n = s->ops, t = s->threads;
 	int failed = 0;
 
-	if (!lat || threads < 1 || threads > 64)
-		return 2;
 	double t0 = now_us();
-	for (int k = 0; k < threads; k++) {
-		w[k] = (struct writer){ dev,	     prefix, count * k / threads, count * (k + 1) / threads,
-					count, keys, lat,    0 };
+	for (long k = 0; k < t; k++) {
+		w[k] = (struct writer){ s, first + n * k / t, first + n * (k + 1) / t, 0 };
 		pthread_create(&tid[k], NULL, write_loop, &w[k]);
 	}
-	for (int k = 0; k < threads; k++) {
+	for (long k = 0; k < t; k++) {
 		pthread_join(tid[k], NULL);
 		failed |= w[k].failed;
 	}
-	double elapsed = now_us() - t0;
-	if (failed)
-		return 1;
-	report(label, lat, count, elapsed);
-	free(lat);
-	return 0;
+	s->busy_us += now_us() - t0;
+	return failed;
 }
 
-static int cmd_get(const char *label, const char *dev, long count, const char *prefix, long keys)
+static int round_get(struct spec *s)
 {
-	double *lat = calloc((size_t)count, sizeof(*lat));
-	struct hpkv_get *get = aligned_alloc(4096, 2 * 4096);
-	int fd = open(dev, O_RDWR);
+	static struct hpkv_get *get;
+	int fd = open(s->dev, O_RDWR);
 
-	if (!lat || !get || fd < 0) {
-		perror(dev);
+	if (!get)
+		get = aligned_alloc(4096, 2 * 4096);
+	if (!get || fd < 0) {
+		perror(s->dev);
 		return 1;
 	}
 	double t0 = now_us();
-	for (long i = 0; i < count; i++) {
+	for (long i = s->done; i < s->done + s->ops; i++) {
+		long k = key_of(i, s->ops * rounds, s->keys);
+
 		memset(get, 0, sizeof(*get));
-		get->key_len = (uint16_t)snprintf((char *)get->key, sizeof(get->key), "%s%08ld", prefix,
-						  key_of(i, count, keys));
+		get->key_len = (uint16_t)snprintf((char *)get->key, sizeof(get->key), "%s%08ld", s->prefix, k);
 		get->capacity = 4096;
 		double t = now_us();
 		if (ioctl(fd, HPKV_IOC_GET, get) != 0 || get->value_len != VALUE_LEN) {
-			fprintf(stderr, "get %s%08ld: %s (length %llu)\n", prefix, i, strerror(errno),
-				(unsigned long long)get->value_len);
+			fprintf(stderr, "%s: get %s%08ld: %s (length %llu)\n", s->label, s->prefix, k,
+				strerror(errno), (unsigned long long)get->value_len);
+			close(fd);
 			return 1;
 		}
-		lat[i] = now_us() - t;
+		s->lat[i] = now_us() - t;
 	}
-	report(label, lat, count, now_us() - t0);
+	s->busy_us += now_us() - t0;
 	close(fd);
 	return 0;
 }
 
-static int cmd_raw(const char *label, const char *dev, long count)
+static int round_raw(struct spec *s)
 {
-	double *lat = calloc((size_t)count, sizeof(*lat));
-	void *buf = aligned_alloc(4096, 4096);
-	int fd = open(dev, O_RDWR | O_DIRECT);
+	static void *buf;
+	int fd = open(s->dev, O_RDWR | O_DIRECT);
 
-	if (!lat || !buf || fd < 0) {
-		perror(dev);
+	if (!buf && (buf = aligned_alloc(4096, 4096)))
+		memset(buf, 0x33, 4096);
+	if (!buf || fd < 0) {
+		perror(s->dev);
 		return 1;
 	}
-	memset(buf, 0x33, 4096);
 	double t0 = now_us();
-	for (long i = 0; i < count; i++) {
+	for (long i = s->done; i < s->done + s->ops; i++) {
 		double t = now_us();
 		if (pwrite(fd, buf, 4096, (off_t)(i % 4096) * 4096) != 4096 || fdatasync(fd) != 0) {
 			perror("raw write");
+			close(fd);
 			return 1;
 		}
-		lat[i] = now_us() - t;
+		s->lat[i] = now_us() - t;
 	}
-	report(label, lat, count, now_us() - t0);
+	s->busy_us += now_us() - t0;
 	close(fd);
 	return 0;
+}
+
+static void report(struct spec *s)
+{
+	double sum = 0;
+	long n = s->done;
+
+	qsort(s->lat, (size_t)n, sizeof(double), cmp_double);
+	for (long i = 0; i < n; i++)
+		sum += s->lat[i];
+	printf("RESULT %s ops=%ld p50_us=%.1f p99_us=%.1f mean_us=%.1f rate_per_s=%.1f\n", s->label, n,
+	       s->lat[n / 2], s->lat[(n * 99) / 100], sum / (double)n, (double)n * 1e6 / s->busy_us);
+}
+
+static int parse(const char *arg, struct spec *s)
+{
+	char copy[512], *field[7], *save = NULL;
+	int n = 0;
+
+	snprintf(copy, sizeof(copy), "%s", arg);
+	for (char *f = strtok_r(copy, ",", &save); f && n < 7; f = strtok_r(NULL, ",", &save))
+		field[n++] = f;
+	if (n != 7)
+		return 1;
+	memset(s, 0, sizeof(*s));
+	snprintf(s->kind, sizeof(s->kind), "%s", field[0]);
+	snprintf(s->label, sizeof(s->label), "%s", field[1]);
+	snprintf(s->dev, sizeof(s->dev), "%s", field[2]);
+	s->ops = atol(field[3]);
+	s->threads = atol(field[4]);
+	snprintf(s->prefix, sizeof(s->prefix), "%s", field[5]);
+	s->keys = atol(field[6]);
+	s->lat = calloc((size_t)(s->ops * rounds), sizeof(double));
+	return !s->lat || s->ops < 1 || s->threads < 1 || s->threads > THREADS_MAX || s->keys < 1;
 }
 
 int main(int argc, char **argv)
 {
-	if (argc >= 8 && !strcmp(argv[1], "write"))
-		return cmd_write(argv[2], argv[3], atol(argv[4]), atoi(argv[5]), argv[6], atol(argv[7]));
-	if (argc >= 7 && !strcmp(argv[1], "get"))
-		return cmd_get(argv[2], argv[3], atol(argv[4]), argv[5], atol(argv[6]));
-	if (argc >= 5 && !strcmp(argv[1], "raw"))
-		return cmd_raw(argv[2], argv[3], atol(argv[4]));
-	fprintf(stderr, "usage: see the comment at the top of devbench.c\n");
-	return 2;
+	struct spec specs[SPECS_MAX];
+	int n = argc - 2;
+
+	rounds = argc > 1 ? atol(argv[1]) : 0;
+	if (argc < 3 || rounds < 1 || n > SPECS_MAX) {
+		fprintf(stderr, "usage: %s ROUNDS kind,label,device,ops,threads,prefix,keys ...\n", argv[0]);
+		return 2;
+	}
+	for (int i = 0; i < n; i++) {
+		if (parse(argv[i + 2], &specs[i])) {
+			fprintf(stderr, "bad spec: %s\n", argv[i + 2]);
+			return 2;
+		}
+	}
+	for (long r = 0; r < rounds; r++) {
+		for (int i = 0; i < n; i++) {
+			struct spec *s = &specs[i];
+			int failed = !strcmp(s->kind, "write") ? round_write(s) :
+				     !strcmp(s->kind, "get")   ? round_get(s) :
+								 round_raw(s);
+
+			if (failed)
+				return 1;
+			s->done += s->ops;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		report(&specs[i]);
+	return 0;
 }
