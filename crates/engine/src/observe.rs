@@ -1,7 +1,8 @@
 //! Reporting applied writes to the embedding program (hpkvd's shared view).
 //!
-//! An [`Observer`] set in [`crate::Config::observer`] is called by the committing thread once
-//! per batch, with the batch's changes in sequence order, **after** they are durable (as the
+//! An [`Observer`] set in [`crate::Config::observer`] is called by the committing thread (the
+//! leader of the moment, holding the committer: one call at a time, in order) once per
+//! batch, with the batch's changes in sequence order, **after** they are durable (as the
 //! durability mode says) and in the index, and **before** any writer of the batch is
 //! answered. A PURGE is reported the same way, after it took effect and before it is
 //! answered. So whatever the observer publishes is in place before the acknowledgement goes
