@@ -10,12 +10,14 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, AtFlags, FcntlArg, OFlag, AT_FDCWD};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::EventFd;
+use nix::unistd::{faccessat, AccessFlags};
 
 use crate::ffi::cuse::{Buffer, Received, Session, SessionError};
 pub use crate::ffi::cuse::{CallerArea, Handler, IoctlRequest, Reply};
@@ -23,10 +25,12 @@ pub use crate::ffi::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 /// Worker threads at most (each holds a receive buffer of about 1 MiB).
 pub const WORKERS_MAX: usize = 64;
 
-/// A running CUSE device.
+/// A CUSE device: `/dev/cuse` opened for it (before the privilege drop), then served by
+/// worker threads.
 pub struct Server {
     name: String,
     session: Arc<Session>,
+    handler: Arc<Deferred>,
     stop: Arc<EventFd>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -36,6 +40,8 @@ pub struct Server {
 pub enum StartError {
     /// This kernel has no CUSE.
     NoCuse,
+    /// `/dev/cuse` exists but this process may not open it.
+    Access(nix::Error),
     /// Another hpkvd serves `/dev/NAME` already (it is in `/sys/class/cuse`).
     NameInUse { name: String },
     /// libfuse could not open the session.
@@ -59,6 +65,7 @@ impl std::fmt::Display for StartError {
                 "/dev/cuse not found: this kernel has no CUSE (CONFIG_CUSE); try 'modprobe cuse', \
                  or run hpkvd in the VM (see README, \"Without CUSE\")",
             ),
+            StartError::Access(e) => write!(f, "/dev/cuse: {e} (opening it)"),
             StartError::NameInUse { name } => {
                 write!(f, "another hpkvd is already serving /dev/{name}")
             }
@@ -81,7 +88,9 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Session(e) => Some(e),
-            StartError::NonBlocking(e) | StartError::StopEvent(e) => Some(e),
+            StartError::Access(e) | StartError::NonBlocking(e) | StartError::StopEvent(e) => {
+                Some(e)
+            }
             StartError::Spawn(e) => Some(e),
             _ => None,
         }
@@ -93,22 +102,57 @@ pub fn available() -> bool {
     Path::new("/dev/cuse").exists()
 }
 
+/// The handler of a session opened before the daemon's handler exists (the store is opened
+/// after the privilege drop, `/dev/cuse` before it). No request but `CUSE_INIT`, which libfuse
+/// answers itself, can arrive before [`Server::start`] sets it.
+#[derive(Default)]
+struct Deferred(OnceLock<Arc<dyn Handler>>);
+
+impl Handler for Deferred {
+    fn open(&self, flags: i32) -> Result<u64, i32> {
+        self.0.get().ok_or(libc::ENODEV)?.open(flags)
+    }
+    fn release(&self, fh: u64) {
+        if let Some(h) = self.0.get() {
+            h.release(fh);
+        }
+    }
+    fn read(&self, fh: u64, size: usize, reply: Reply) {
+        match self.0.get() {
+            Some(h) => h.read(fh, size, reply),
+            None => reply.error(libc::ENODEV),
+        }
+    }
+    fn write(&self, fh: u64, data: &[u8], reply: Reply) {
+        match self.0.get() {
+            Some(h) => h.write(fh, data, reply),
+            None => reply.error(libc::ENODEV),
+        }
+    }
+    fn ioctl(&self, fh: u64, req: IoctlRequest<'_>, reply: Reply) {
+        match self.0.get() {
+            Some(h) => h.ioctl(fh, req, reply),
+            None => reply.error(libc::ENODEV),
+        }
+    }
+}
+
 impl Server {
-    /// Registers `/dev/<name>` and starts `threads` workers.
-    pub fn start(
-        name: &str,
-        handler: Arc<dyn Handler>,
-        threads: usize,
-    ) -> Result<Server, StartError> {
+    /// Opens `/dev/cuse` for a device named `/dev/<name>`. Nothing is registered until
+    /// [`Server::start`]: the kernel creates the device once a worker answers its `CUSE_INIT`.
+    pub fn open(name: &str) -> Result<Server, StartError> {
         if !available() {
             return Err(StartError::NoCuse);
         }
+        let rw = AccessFlags::R_OK | AccessFlags::W_OK;
+        faccessat(AT_FDCWD, "/dev/cuse", rw, AtFlags::AT_EACCESS).map_err(StartError::Access)?;
         if Path::new("/sys/class/cuse").join(name).exists() {
             return Err(StartError::NameInUse {
                 name: name.to_string(),
             });
         }
-        let session = Arc::new(Session::new(name, handler).map_err(StartError::Session)?);
+        let handler = Arc::new(Deferred::default());
+        let session = Arc::new(Session::new(name, handler.clone()).map_err(StartError::Session)?);
         let fd = session.fd();
         let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(StartError::NonBlocking)?;
         fcntl(
@@ -117,21 +161,31 @@ impl Server {
         )
         .map_err(StartError::NonBlocking)?;
         let stop = Arc::new(EventFd::new().map_err(StartError::StopEvent)?);
-        let workers = (0..threads.clamp(1, WORKERS_MAX))
-            .map(|i| {
-                let (session, stop) = (session.clone(), stop.clone());
-                std::thread::Builder::new()
-                    .name(format!("hpkv-cuse-{i}"))
-                    .spawn(move || work(&session, &stop))
-                    .map_err(StartError::Spawn)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Server {
             name: name.to_string(),
             session,
+            handler,
             stop,
-            workers,
+            workers: Vec::new(),
         })
+    }
+
+    /// Serves the device with `handler` on `threads` workers.
+    pub fn start(&mut self, handler: Arc<dyn Handler>, threads: usize) -> Result<(), StartError> {
+        assert!(self.workers.is_empty(), "a server starts once");
+        assert!(
+            self.handler.0.set(handler).is_ok(),
+            "the handler is set once, by start"
+        );
+        for i in 0..threads.clamp(1, WORKERS_MAX) {
+            let (session, stop) = (self.session.clone(), self.stop.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("hpkv-cuse-{i}"))
+                .spawn(move || work(&session, &stop))
+                .map_err(StartError::Spawn)?;
+            self.workers.push(worker);
+        }
+        Ok(())
     }
 
     /// Waits until the kernel has created the device (it does so once a worker answered

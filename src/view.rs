@@ -39,8 +39,8 @@ use hpkv_view::{
     HEARTBEAT_INTERVAL, KEYS_MAX, KEY_BYTES_MAX,
 };
 
-/// Where views live unless `--view-dir` says otherwise.
-pub const VIEW_DIR_DEFAULT: &str = "/run/hpkv";
+// Where views live unless `--view-dir` says otherwise: `cli::VIEW_DIR_DEFAULT` (the command line
+// is defined in cli.rs, which pkg/docgen includes on its own).
 /// The mode of a view directory hpkvd creates (the file itself is 0640).
 pub const VIEW_DIR_MODE: u32 = 0o750;
 /// The group that may read views (and use the device node).

@@ -301,9 +301,11 @@ if [ "${#extra_modules[@]}" -gt 0 ]; then
         printf '%s.ko\n' "$m" >>"$p/etc/hpkv-vm/modules.extra"
     done < <(for m in "${extra_modules[@]}"; do module_order "$m"; done)
 fi
-# Users and groups: root, hpkvuser in group hpkv, nobody, and every group a udev rule names.
+# Users and groups: root, hpkv (the daemon's account, as the package's sysusers.d file makes it: its
+# primary group is the node's), hpkvuser in group hpkv, nobody, and every group a udev rule names.
 {
     printf 'root:x:0:0:root:/root:/bin/sh\n'
+    printf 'hpkv:x:999:1000:hpkv daemon:/var/lib/hpkv:/bin/false\n'
     printf 'hpkvuser:x:1000:1000:hpkv test user:/tmp:/bin/sh\n'
     printf 'nobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n'
 } >"$p/etc/passwd"

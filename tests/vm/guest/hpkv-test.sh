@@ -8,7 +8,8 @@
 #   hpkv_as USER CMD [ARG...]      run CMD as USER (with USER's groups), e.g. hpkv_as hpkvuser cat /dev/x
 #   hpkv_wait_for OP PATH [SECS]   wait up to SECS (default 10) until "test OP PATH" holds,
 #                                  e.g. hpkv_wait_for -c /dev/hpkv 5
-# Test names must not contain blanks. Users: root, hpkvuser (uid 1000, group hpkv gid 1000), nobody.
+# Test names must not contain blanks. Users: root, hpkv (uid 999, hpkvd's account, group hpkv gid 1000),
+# hpkvuser (uid 1000, group hpkv), nobody.
 # HPKV_FAILED counts the failures reported through these helpers (exit with it: [ "$HPKV_FAILED" = 0 ]).
 
 HPKV_FAILED=0

@@ -5,9 +5,11 @@
 # Usage: tests/vm/suite/run.sh [--verbose] [--one-boot]
 # Builds hpkvd, hpkvctl and the test programs (release), compiles the C examples with the host's gcc,
 # then boots the VM twice on one disk (target/vm/suite-disk.img):
-#   boot 1: udev rule, the seed README example, the ABI suite (tests/device_suite.rs), the same
-#           under LD_PRELOAD=libhpkv_preload.so, the C library, extensions, restart, kill -9,
-#           refusals, the v1.3 profile (also under the preload library);
+#   boot 1: udev rule, the seed README example, hpkvd's privileges (uid, capabilities,
+#           no_new_privs, seccomp), the ABI suite (tests/device_suite.rs), the same under
+#           LD_PRELOAD=libhpkv_preload.so, the C library, extensions, restart, SIGHUP, kill -9,
+#           refusals and their exit statuses (nothing written first), the --force-initialize
+#           guard, the default image's privacy, the v1.3 profile (also under the preload library);
 #   boot 2: everything acknowledged in boot 1 is still there.
 # Prints "N passed, M failed" (both boots) as its last line; exit status 0 iff M == 0.
 set -euo pipefail
@@ -61,6 +63,9 @@ cp target/release/examples/client "$payload/client-example"
 # (loading it through CUSE under emulation would take minutes); the guest sees it as /dev/vdb.
 range_keys=100000
 "$payload/client_suite" prepare-image "$out/suite-range.img" "$range_keys"
+# A blank read-only disk (/dev/vdc): hpkvd must refuse it before writing anything.
+rm -f "$out/suite-ro.img"
+truncate -s 16M "$out/suite-ro.img"
 
 hpkv_log "compiling the C examples"
 # The seed README's example, unmodified, built as its README says: plain gcc.
@@ -76,14 +81,18 @@ for src in examples/*.c; do
 done
 # The preload library's probe (crates/preload/tests/probe.c): the same GETs with and without it.
 gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/preload-probe" crates/preload/tests/probe.c
+gcc -std=c99 -Wall -Wextra -Werror -O2 -o "$payload/seccomp_control" "$here/seccomp_control.c"
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 
 total_pass=0 total_fail=0
 boot() {
     local outf rc=0 last
     outf=$(mktemp)
+    # audit=1: the kernel logs any system call hpkvd's filter refuses (type=1326) to dmesg.
     "$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --disk "$out/suite-disk.img" --disk-size 256M \
         --qemu-arg -drive --qemu-arg "file=$out/suite-range.img,format=raw,if=virtio" \
+        --qemu-arg -drive --qemu-arg "file=$out/suite-ro.img,format=raw,if=virtio,readonly=on" \
+        --append-cmdline audit=1 \
         --timeout 900 "${vm_opts[@]+"${vm_opts[@]}"}" "$@" | tee "$outf" || rc=$?
     last=$(tail -n 1 "$outf")
     rm -f "$outf"
