@@ -197,6 +197,13 @@ impl HpkvDevice {
 }
 
 impl HpkvDevice {
+    /// The next bytes of the listing of open file `fh` (its `read()`), or an errno.
+    fn read_listing(&self, fh: u64, size: usize) -> Result<Vec<u8>, i32> {
+        let listing = self.listing(fh).ok_or(libc::EBADF)?;
+        let mut listing = listing.lock();
+        listing.read(&self.engine, size).map_err(|e| errno_of(&e))
+    }
+
     /// The STATS record: the engine's numbers and the device layer's own.
     pub fn stats(&self) -> StatsRecord {
         let e = self.engine.stats();
@@ -253,13 +260,9 @@ impl Handler for HpkvDevice {
         if monitor::enabled() {
             log::trace!("read {size} bytes of the listing");
         }
-        let Some(listing) = self.listing(fh) else {
-            return reply.error(libc::EBADF);
-        };
-        let mut listing = listing.lock();
-        match listing.read(&self.engine, size) {
+        match self.read_listing(fh, size) {
             Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno_of(&e)),
+            Err(errno) => reply.error(errno),
         }
     }
 
@@ -314,64 +317,252 @@ pub fn errno_of(e: &Error) -> i32 {
     e.errno()
 }
 
-/// Where an open file's listing (`read()`) stands.
+/// Bytes a listing `read()` prepares at most, whatever size the caller asks for.
+const LISTING_READ_BYTES_MAX: usize = 1 << 17;
+
+/// Where an open file's listing (`read()`) stands: the key of the line it is in (or last
+/// finished) and, for a line a short read cut, how many of its bytes were returned and their
+/// CRC32C. The rest of a cut line is rebuilt from the store by the next read, so an open file
+/// holds one key and a few words, never a value (up to 100 KiB): 65,536 open files in the
+/// middle of lines cost what their keys cost.
 #[derive(Default)]
 struct Listing {
-    /// The last key whose line was started.
-    after: Option<Box<[u8]>>,
-    /// The rest of a line a short read cut.
-    pending: Vec<u8>,
+    /// The key of the current or last line; `None` before the first.
+    key: Option<Box<[u8]>>,
+    /// Set while the line of `key` is not finished.
+    cut: Option<Cut>,
+}
+
+#[derive(Clone, Copy)]
+struct Cut {
+    /// Bytes of the line returned so far (fewer than the line has).
+    sent: usize,
+    /// CRC32C of those bytes: the value changed since if the rebuilt line's differ.
+    crc: u32,
+}
+
+/// The bytes `from..to` of the listing line `key ':' value '\n'`, in up to four pieces.
+fn line_pieces<'a>(
+    key: &'a [u8],
+    value: &'a [u8],
+    from: usize,
+    to: usize,
+) -> impl Iterator<Item = &'a [u8]> {
+    let mut start = 0;
+    [key, b":".as_slice(), value, b"\n".as_slice()]
+        .into_iter()
+        .filter_map(move |part| {
+            let (lo, hi) = (start, start + part.len());
+            start = hi;
+            let (a, b) = (from.max(lo), to.min(hi));
+            (a < b).then(|| &part[a - lo..b - lo])
+        })
+}
+
+fn line_len(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + 2
+}
+
+fn line_crc(key: &[u8], value: &[u8], to: usize) -> u32 {
+    line_pieces(key, value, 0, to).fold(0, crc32c::crc32c_append)
 }
 
 impl Listing {
     /// The next bytes of the listing, at most `size`; empty at the end.
     fn read(&mut self, engine: &Engine, size: usize) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::with_capacity(size.min(1 << 17));
-        let take = self.pending.len().min(size);
-        out.extend(self.pending.drain(..take));
+        let size = size.min(LISTING_READ_BYTES_MAX);
+        let mut out = Vec::with_capacity(size);
+        if size == 0 {
+            return Ok(out);
+        }
+        self.continue_cut_line(engine, size, &mut out)?;
         while out.len() < size {
             let before = out.len();
-            let from = match &self.after {
+            let from = match &self.key {
                 Some(k) => Bound::Excluded(&k[..]),
                 None => Bound::Unbounded,
             };
-            let mut last: Option<Box<[u8]>> = None;
+            let mut last: Option<(Box<[u8]>, Option<Cut>)> = None;
             engine.scan(from, Bound::Unbounded, |key, value| {
-                let line = abi::listing_line(key, value);
                 let room = size - out.len();
-                if line.len() > room {
-                    out.extend_from_slice(&line[..room]);
-                    self.pending = line[room..].to_vec();
-                } else {
-                    out.extend_from_slice(&line);
-                }
-                last = Some(key.into());
+                let len = line_len(key, value);
+                let cut = (len > room).then(|| Cut {
+                    sent: room,
+                    crc: line_crc(key, value, room),
+                });
+                out.extend(line_pieces(key, value, 0, len.min(room)).flatten());
+                last = Some((key.into(), cut));
                 if out.len() >= size {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             })?;
-            if let Some(k) = last {
-                self.after = Some(k);
+            if let Some((key, cut)) = last {
+                self.key = Some(key);
+                self.cut = cut;
             }
             if out.len() == before {
                 break; // the end
             }
         }
+        assert!(
+            out.len() <= size,
+            "a listing read returns at most what was asked"
+        );
         Ok(out)
+    }
+
+    /// Returns the rest of a line a short read cut, as much as fits. If the record changed
+    /// meanwhile so that the bytes already returned are not its line's (it was overwritten or
+    /// deleted), the line ends where it was cut; an append keeps them and continues.
+    fn continue_cut_line(
+        &mut self,
+        engine: &Engine,
+        size: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let (Some(key), Some(cut)) = (&self.key, self.cut) else {
+            return Ok(());
+        };
+        let value = engine.get(key)?;
+        let same = value
+            .as_deref()
+            .filter(|v| line_len(key, v) > cut.sent && line_crc(key, v, cut.sent) == cut.crc);
+        let Some(value) = same else {
+            log::debug!("a listing line changed while it was read; it ends where it was cut");
+            out.push(b'\n');
+            self.cut = None;
+            return Ok(());
+        };
+        let len = line_len(key, value);
+        let to = len.min(cut.sent + size);
+        out.extend(line_pieces(key, value, cut.sent, to).flatten());
+        self.cut = (to < len).then(|| Cut {
+            sent: to,
+            crc: line_crc(key, value, to),
+        });
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi::counting_alloc;
     use hpkv_engine::faulty::FaultyDevice;
     use hpkv_engine::{BlockDevice, Config};
 
     fn engine() -> Arc<Engine> {
         let dev: Arc<dyn BlockDevice> = Arc::new(FaultyDevice::new(8 << 20, 4096));
         Arc::new(Engine::open(dev, Config::default()).unwrap())
+    }
+
+    /// The listing of the store `e`, read `chunk` bytes at a time.
+    fn read_all(e: &Engine, l: &mut Listing, chunk: usize) -> Vec<u8> {
+        let mut got = vec![];
+        loop {
+            let part = l.read(e, chunk).unwrap();
+            assert!(part.len() <= chunk, "read returned more than asked");
+            if part.is_empty() {
+                return got;
+            }
+            got.extend(part);
+        }
+    }
+
+    #[test]
+    fn a_cut_line_survives_an_append_and_ends_early_after_an_overwrite_or_delete() {
+        let e = engine();
+        e.put(b"a", b"0123456789").unwrap();
+        e.put(b"b", b"2").unwrap();
+        // Appended while cut: the line goes on with the longer value.
+        let mut l = Listing::default();
+        assert_eq!(l.read(&e, 5).unwrap(), b"a:012");
+        e.append(b"a", b"ab").unwrap();
+        assert_eq!(read_all(&e, &mut l, 4), b"3456789ab\nb:2\n");
+        // Overwritten while cut: the bytes sent are no longer the value's; the line ends.
+        let mut l = Listing::default();
+        assert_eq!(l.read(&e, 5).unwrap(), b"a:012");
+        e.put(b"a", b"zzzzzzzzzz").unwrap();
+        assert_eq!(read_all(&e, &mut l, 100), b"\nb:2\n");
+        // Deleted while cut: the same.
+        let mut l = Listing::default();
+        assert_eq!(l.read(&e, 3).unwrap(), b"a:z");
+        e.delete(b"a").unwrap();
+        assert_eq!(read_all(&e, &mut l, 100), b"\nb:2\n");
+    }
+
+    /// 65,536 open files (the limit), each in the middle of the listing line of a
+    /// 102,400-byte value, measured with the counting allocator (`src/ffi/counting_alloc.rs`).
+    #[test]
+    fn open_files_in_the_middle_of_a_long_line_cost_a_few_hundred_bytes_each() {
+        const PER_FILE_BYTES_MAX: i64 = 256;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.img");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let engine = Arc::new(Engine::open_path(&path, Config::default()).unwrap());
+        let value: Vec<u8> = b"abcdefghijklmnopqrstuvwxyz"
+            .iter()
+            .copied()
+            .cycle()
+            .take(hpkv_abi::VALUE_MAX)
+            .collect();
+        engine.put(b"big", &value).unwrap();
+        engine.put(b"small", b"x").unwrap();
+        let mut line = b"big:".to_vec();
+        line.extend(&value);
+        line.push(b'\n');
+        let device = HpkvDevice::new(engine.clone(), Profile::Readme, None);
+        // The first read puts the value in the engine's cache (bounded by --cache-mib, shared
+        // by all files): not a per-file cost.
+        let warm = device.open(0).unwrap();
+        assert_eq!(device.read_listing(warm, 64).unwrap(), &line[..64]);
+        device.release(warm);
+
+        let mut files = Vec::with_capacity(OPEN_FILES_MAX);
+        let before = counting_alloc::thread_net_bytes();
+        let per_file = |n: usize| {
+            (counting_alloc::thread_net_bytes() - before) / i64::try_from(n).expect("a count")
+        };
+        for i in 0..OPEN_FILES_MAX {
+            let fh = device.open(0).unwrap();
+            assert_eq!(device.read_listing(fh, 64).unwrap(), &line[..64]);
+            files.push(fh);
+            if i == 1023 {
+                // Stop early (before gigabytes) if a file holds its line again.
+                assert!(
+                    per_file(1024) <= PER_FILE_BYTES_MAX,
+                    "{} bytes",
+                    per_file(1024)
+                );
+            }
+        }
+        let cost = per_file(OPEN_FILES_MAX);
+        eprintln!("{OPEN_FILES_MAX} open files in the middle of a line: {cost} bytes each");
+        assert!(cost <= PER_FILE_BYTES_MAX, "{cost} bytes per open file");
+        assert_eq!(
+            device.open(0),
+            Err(libc::ENFILE),
+            "more files than the limit"
+        );
+        // Each still reads on from where it stopped, to the end.
+        for &fh in files.iter().step_by(16_384) {
+            let mut rest = Vec::new();
+            loop {
+                let part = device.read_listing(fh, 4096).unwrap();
+                if part.is_empty() {
+                    break;
+                }
+                rest.extend(part);
+            }
+            assert_eq!(rest.len(), line.len() - 64 + b"small:x\n".len());
+            assert_eq!(&rest[..line.len() - 64], &line[64..]);
+            assert_eq!(&rest[line.len() - 64..], b"small:x\n");
+        }
     }
 
     #[test]
