@@ -11,8 +11,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::failure::EXIT_CODES;
 use crate::format::Format;
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  key not found (get, delete, exists)
+  2  usage error (bad arguments or escapes; purge not confirmed)
+  3  the device could not be opened or used (ENOENT or EACCES on open, EIO, ...),
+     or a local file could not be read or written
+  4  the store refused the input (EINVAL, EMSGSIZE, ENOSPC), or a dump file is not valid";
 
 #[derive(Parser)]
 #[command(

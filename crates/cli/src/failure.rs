@@ -21,16 +21,6 @@ pub const EXIT_DEVICE: u8 = 3;
 /// The store refused the input (EINVAL, EMSGSIZE, ENOSPC), or a dump file is not valid.
 pub const EXIT_REFUSED: u8 = 4;
 
-/// The exit codes, for `--help`.
-pub const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  key not found (get, delete, exists)
-  2  usage error (bad arguments or escapes; purge not confirmed)
-  3  the device could not be opened or used (ENOENT or EACCES on open, EIO, ...),
-     or a local file could not be read or written
-  4  the store refused the input (EINVAL, EMSGSIZE, ENOSPC), or a dump file is not valid";
-
 /// Why a command failed.
 #[derive(Debug)]
 pub enum Why {
