@@ -8,8 +8,11 @@
 #      points, the engine on a real loop device (root), the hpkvd command line;
 #   3. the fuzz targets, a bounded time each (fuzz/run.sh);
 #   4. the VM suite: the real /dev/hpkv through CUSE in a VM (tests/vm/suite/run.sh);
-#   5. the short torture suite in the VM (tests/vm/torture/run.sh: kill -9, power-offs, ...).
-#      The last line printed, "N passed, M failed", sums 4 and 5.
+#   5. the short torture suite in the VM (tests/vm/torture/run.sh: kill -9, power-offs, ...);
+#   6. the Debian package in Debian 12 booted with systemd (tests/vm/systemd/run.sh: dpkg -i,
+#      systemctl enable --now, privileges, restart, journal, systemd-analyze security). Its root
+#      image is built once by debootstrap (about 3 minutes) and cached in ~/.cache/hpkv-vm.
+#      The last line printed, "N passed, M failed", sums 4, 5 and 6.
 # Options: --quick skips the fuzzing; HPKV_FUZZ_SECONDS (default 20) sets the time per fuzz target.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -47,7 +50,7 @@ if [ "$quick" = 0 ] && [ -x fuzz/run.sh ]; then
     fuzz/run.sh "${HPKV_FUZZ_SECONDS:-20}"
 fi
 
-# The two VM parts each end with "N passed, M failed"; the last line sums them.
+# The VM parts each end with "N passed, M failed"; the last line sums them.
 vm_pass=0 vm_fail=0 vm_rc=0
 vm_part() {
     local out rc=0 last
@@ -69,6 +72,9 @@ vm_part tests/vm/suite/run.sh
 
 step "VM torture, short: kill -9, power-offs (tests/vm/torture/run.sh)"
 vm_part tests/vm/torture/run.sh
+
+step "VM systemd: the Debian package under systemd (tests/vm/systemd/run.sh)"
+vm_part tests/vm/systemd/run.sh
 
 echo "$vm_pass passed, $vm_fail failed"
 [ "$vm_rc" = 0 ] && [ "$vm_fail" = 0 ]
