@@ -22,7 +22,10 @@ if [ -c /dev/cuse ]; then
     echo "== this kernel has CUSE: running hpkvd natively"
     [ ! -e /dev/hpkv ] || hpkv_die "/dev/hpkv already exists: another hpkvd is running"
     truncate -s 1G target/demo/hpkv.img
-    target/release/hpkvd target/demo/hpkv.img &
+    # hpkvd drops to the package's account, hpkv; without the package, to nobody.
+    user=hpkv
+    getent passwd hpkv >/dev/null || user=nobody
+    target/release/hpkvd --user "$user" target/demo/hpkv.img &
     pid=$!
     trap 'kill -TERM $pid 2>/dev/null; wait $pid' EXIT
     for _ in $(seq 100); do [ -c /dev/hpkv ] && break; sleep 0.1; done
