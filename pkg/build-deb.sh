@@ -14,9 +14,10 @@
 #   /usr/lib/sysusers.d/hpkv.conf              /usr/lib/tmpfiles.d/hpkv.conf
 #   /usr/lib/modules-load.d/hpkv.conf          /etc/default/hpkvd (conffile)
 #   /usr/share/man/man8/hpkvd*.8.gz            /usr/share/man/man1/hpkvctl*.1.gz
-#   bash, zsh and fish completions             /usr/include/hpkv.h (the ABI)
-#   the C library of the shared view and its header, when the workspace builds one (a cdylib;
-#   its headers in the crate's include/ directory)
+#   bash, zsh and fish completions             /usr/include/hpkv.h (the ABI), hpkv_view.h
+#   every C library the workspace builds (its cdylib and staticlib targets: libhpkv.so and
+#   libhpkv.a, the shared view's GET; libhpkv_preload.so) in /usr/lib/<multiarch>/, and every
+#   header in uapi/
 #   /usr/share/doc/hpkv/{copyright,crates-licenses,README.md.gz}
 # postinst makes the hpkv account (systemd-sysusers) and /var/lib/hpkv, reloads udev's rules and
 # systemd; it never enables or starts hpkvd and never touches a store (pkg/debian/).
@@ -44,7 +45,8 @@ version=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(nex
 arch=$(dpkg --print-architecture)
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
 
-# The C library of the shared view (issue 7), if the workspace has one: every cdylib target.
+# The C libraries (the shared view's GET, the preload library): every cdylib or staticlib target
+# of the workspace, as "package library shared static" (1 or 0).
 mapfile -t cdylibs < <(python3 -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -53,8 +55,9 @@ for p in m["packages"]:
     if p["id"] not in members:
         continue
     for t in p["targets"]:
-        if "cdylib" in t["crate_types"]:
-            print(p["name"], t["name"].replace("-", "_"), p["manifest_path"].rsplit("/", 1)[0])
+        kinds = t["crate_types"]
+        if "cdylib" in kinds or "staticlib" in kinds:
+            print(p["name"], t["name"].replace("-", "_"), int("cdylib" in kinds), int("staticlib" in kinds))
 ' "$metadata")
 
 log "building hpkvd and hpkvctl $version (release)"
@@ -92,15 +95,20 @@ for prog in hpkvd hpkvctl; do
     put 0644 "$gen/completions/fish/$prog.fish" "/usr/share/fish/vendor_completions.d/$prog.fish"
 done
 
-put 0644 uapi/hpkv.h /usr/include/hpkv.h
+for h in uapi/*.h; do
+    put 0644 "$h" "/usr/include/${h##*/}"
+done
 for c in "${cdylibs[@]+"${cdylibs[@]}"}"; do
-    read -r _pkg lib dir <<<"$c"
-    log "including the C library lib$lib.so"
-    put 0644 "target/release/lib$lib.so" "/usr/lib/$multiarch/lib$lib.so"
-    strip --strip-debug "$stage/usr/lib/$multiarch/lib$lib.so"
-    for h in "$dir"/include/*.h; do
-        [ -f "$h" ] && put 0644 "$h" "/usr/include/${h##*/}"
-    done
+    read -r _pkg lib shared static <<<"$c"
+    if [ "$shared" = 1 ]; then
+        log "including lib$lib.so"
+        put 0644 "target/release/lib$lib.so" "/usr/lib/$multiarch/lib$lib.so"
+        strip --strip-debug "$stage/usr/lib/$multiarch/lib$lib.so"
+    fi
+    if [ "$static" = 1 ]; then
+        put 0644 "target/release/lib$lib.a" "/usr/lib/$multiarch/lib$lib.a"
+        strip --strip-debug "$stage/usr/lib/$multiarch/lib$lib.a"
+    fi
 done
 
 doc=/usr/share/doc/hpkv
@@ -123,6 +131,10 @@ for script in postinst prerm postrm; do
     install -m 0755 "pkg/debian/$script" "$stage/DEBIAN/$script"
 done
 printf '/etc/default/hpkvd\n' >"$stage/DEBIAN/conffiles"
+# Shared libraries in /usr/lib: the dynamic linker's cache is refreshed after install and removal.
+if compgen -G "$stage/usr/lib/$multiarch/*.so" >/dev/null; then
+    printf 'activate-noawait ldconfig\n' >"$stage/DEBIAN/triggers"
+fi
 
 # Depends: the shared libraries the binaries use, as dpkg-shlibdeps finds them.
 depends="libc6 (>= 2.34), libfuse3-3 (>= 3.2.3), libgcc-s1 (>= 4.2)"
@@ -155,8 +167,9 @@ Description: key-value store serving the HPKV kernel module's /dev/hpkv from use
  unprivileged user hpkv, with no capabilities and a system-call filter, as a systemd
  service (hpkvd.service, Type=notify); members of group hpkv may use /dev/hpkv.
  .
- The package has hpkvd, the command-line tool hpkvctl, the C header of the ABI, the
- systemd unit, the udev rule, man pages and shell completions. Enable the service
+ The package has hpkvd, the command-line tool hpkvctl, the C headers and libraries
+ (libhpkv: GETs from hpkvd's shared view; libhpkv_preload.so), the systemd unit, the
+ udev rule, man pages and shell completions. Enable the service
  once a device is named in /etc/default/hpkvd: systemctl enable --now hpkvd.
 EOF
 (cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z |

@@ -52,6 +52,11 @@ rm -rf "$payload"
 mkdir -p "$payload"
 cp "$deb" "$payload/"
 gcc -o "$payload/readme_example" examples/readme_example.c
+# A program built against the package's header and C library, as its users build theirs: it finds
+# libhpkv.so where the package puts it.
+stage=$HPKV_REPO/target/debian/stage
+gcc -std=c99 -O2 -I "$stage/usr/include" -o "$payload/view_get" examples/view_get.c \
+    -L "$stage/usr/lib/$(gcc -print-multiarch)" -lhpkv
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 rm -f "$out/systemd-payload.img" "$out/systemd-store.img"
 mkfs.ext4 -q -F -L hpkv-payload -d "$payload" "$out/systemd-payload.img" 32M >/dev/null
