@@ -82,6 +82,7 @@ done
 # The preload library's probe (crates/preload/tests/probe.c): the same GETs with and without it.
 gcc -std=c99 -Wall -Wextra -Werror -O2 -I uapi -o "$payload/preload-probe" crates/preload/tests/probe.c
 gcc -std=c99 -Wall -Wextra -Werror -O2 -o "$payload/seccomp_control" "$here/seccomp_control.c"
+gcc -std=c99 -Wall -Wextra -Werror -O2 -o "$payload/listing_files" "$here/listing_files.c"
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 
 total_pass=0 total_fail=0
