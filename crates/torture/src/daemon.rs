@@ -101,6 +101,11 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How it ended, if it did ("exit status: 1", "signal: 11 (SIGSEGV)", ...).
+    pub fn ended(&mut self) -> Option<String> {
+        self.child.try_wait().ok().flatten().map(|s| s.to_string())
+    }
+
     /// Waits for it to exit; kills it (and says so) if it does not within `EXIT_TIMEOUT`.
     pub fn wait_exit(mut self) -> Result<ExitStatus, String> {
         let until = Instant::now() + EXIT_TIMEOUT;

@@ -3,7 +3,9 @@
 //!
 //! Scenarios (each prints `HPKV-RESULT` lines and a `HPKV-TORTURE figures` line):
 //! - `kill9`: kill -9 and SIGTERM of hpkvd at random moments, during start-up too;
-//! - `power`: one boot of a power-off run (verify what the last boot left, work, power off).
+//! - `power`: one boot of a power-off run (verify what the last boot left, work, power off);
+//! - `flakey`: device errors under hpkvd (dm-flakey): writes, then reads fail, reads corrupted;
+//! - `enospc`: a full device.
 //!
 //! Internal: `worker` (a workload process), `verify` (check a store against a log once).
 //! Every choice derives from `--seed`; a failure prints how to replay it.
@@ -13,11 +15,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod badinput;
 mod daemon;
+mod dm;
+mod enospc;
 mod ffi;
+mod flakey;
 mod kill9;
 mod log;
 mod model;
+mod oracle;
 mod power;
 mod report;
 mod rng;
@@ -117,6 +124,53 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         after_ms: u64,
     },
+    /// Device errors: dm-flakey fails writes, then reads, then corrupts reads, under hpkvd.
+    Flakey {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The disk under the device-mapper device.
+        #[arg(long)]
+        disk: PathBuf,
+        #[arg(long, default_value = "/tmp/torture-flakey.log")]
+        log: PathBuf,
+    },
+    /// A full device: fill a small disk to ENOSPC, delete, put again, kill -9 while full.
+    Enospc {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// A small disk.
+        #[arg(long)]
+        disk: PathBuf,
+        #[arg(long, default_value = "/tmp/torture-enospc.log")]
+        log: PathBuf,
+    },
+    /// Bad input: fuzzers send random and malformed requests under a signal storm while a
+    /// checker verifies known keys.
+    BadInput {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The store's device.
+        #[arg(long)]
+        store: PathBuf,
+        /// How long the fuzzers run at most.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Requests in all (0: as many as fit in --seconds).
+        #[arg(long, default_value_t = 0)]
+        requests: u64,
+        #[arg(long, default_value_t = 4)]
+        fuzzers: u32,
+    },
+    /// One fuzzer process (started by bad-input).
+    Fuzz(FuzzArgs),
+    /// The checker of bad-input.
+    Checker {
+        #[command(flatten)]
+        args: FuzzArgs,
+        /// Check once, write nothing.
+        #[arg(long)]
+        once: bool,
+    },
     /// One workload process (started by the scenarios).
     Worker(WorkerArgs),
     /// Verifies the store behind DEVICE against LOG once (and settles the round).
@@ -130,6 +184,38 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    #[arg(long)]
+    device: PathBuf,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long)]
+    process: u32,
+    #[arg(long)]
+    incarnation: u32,
+    #[arg(long)]
+    requests: u64,
+    #[arg(long)]
+    until_ns: u64,
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+impl FuzzArgs {
+    fn spec(self) -> badinput::FuzzSpec {
+        badinput::FuzzSpec {
+            device: self.device,
+            seed: self.seed,
+            process: self.process,
+            incarnation: self.incarnation,
+            requests: self.requests,
+            until_ns: self.until_ns,
+            dir: self.dir,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -156,11 +242,52 @@ struct WorkerArgs {
     big_percent: u64,
     #[arg(long)]
     purge_every_ms: u64,
+    #[arg(long)]
+    no_deletes: bool,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let ok = match cli.cmd {
+    match Cli::parse().cmd {
+        Cmd::Fuzz(a) => badinput::run_fuzzer(&a.spec()),
+        Cmd::Checker { args, once } => badinput::run_checker(&args.spec(), once),
+        Cmd::Worker(a) => run_worker(a),
+        cmd => {
+            if run_scenario(cmd) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run_worker(a: WorkerArgs) -> ExitCode {
+    let spec = worker::WorkerSpec {
+        device: a.device,
+        log: a.log,
+        writer: a.writer,
+        keys: a.keys,
+        seed: a.seed,
+        round: a.round,
+        seconds: a.seconds,
+        purges: a.purges,
+        big_percent: a.big_percent,
+        purge_every_ms: a.purge_every_ms,
+        deletes: !a.no_deletes,
+    };
+    match a.role.as_str() {
+        "writer" => worker::run_writer(&spec),
+        "purger" => worker::run_purger(&spec),
+        r => {
+            eprintln!("hpkv-torture worker: unknown role {r:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a scenario; whether it passed.
+fn run_scenario(cmd: Cmd) -> bool {
+    match cmd {
         Cmd::Kill9 {
             common,
             store,
@@ -187,35 +314,40 @@ fn main() -> ExitCode {
             log,
             boot,
             total: power_offs,
-            mode: match mode.as_str() {
-                "host" => power::Mode::Host,
-                _ => power::Mode::Sysrq,
+            mode: if mode == "host" {
+                power::Mode::Host
+            } else {
+                power::Mode::Sysrq
             },
             after_ms,
         }
         .run(),
-        Cmd::Worker(a) => {
-            let spec = worker::WorkerSpec {
-                device: a.device,
-                log: a.log,
-                writer: a.writer,
-                keys: a.keys,
-                seed: a.seed,
-                round: a.round,
-                seconds: a.seconds,
-                purges: a.purges,
-                big_percent: a.big_percent,
-                purge_every_ms: a.purge_every_ms,
-            };
-            return match a.role.as_str() {
-                "writer" => worker::run_writer(&spec),
-                "purger" => worker::run_purger(&spec),
-                r => {
-                    eprintln!("hpkv-torture worker: unknown role {r:?}");
-                    ExitCode::from(2)
-                }
-            };
+        Cmd::Flakey { common, disk, log } => flakey::Flakey {
+            common: common.common(),
+            disk,
+            log,
         }
+        .run(),
+        Cmd::Enospc { common, disk, log } => enospc::Enospc {
+            common: common.common(),
+            disk,
+            log,
+        }
+        .run(),
+        Cmd::BadInput {
+            common,
+            store,
+            seconds,
+            requests,
+            fuzzers,
+        } => badinput::BadInput {
+            common: common.common(),
+            store,
+            seconds,
+            requests,
+            fuzzers,
+        }
+        .run(),
         Cmd::Verify {
             device,
             log,
@@ -231,10 +363,6 @@ fn main() -> ExitCode {
                 false
             }
         },
-    };
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+        Cmd::Fuzz(_) | Cmd::Checker { .. } | Cmd::Worker(_) => unreachable!("not a scenario"),
     }
 }

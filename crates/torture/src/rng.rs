@@ -33,6 +33,36 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// A random byte.
+    pub fn byte(&mut self) -> u8 {
+        self.next_u64().to_le_bytes()[0]
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// A random byte other than 0.
+    pub fn nonzero_byte(&mut self) -> u8 {
+        1 + u8::try_from(self.below(255)).expect("below 255")
+    }
+
+    /// A random 32-bit number.
+    pub fn u32(&mut self) -> u32 {
+        u32::try_from(self.next_u64() >> 32).expect("32 bits")
+    }
+
+    /// An index in `0..n` (`n` > 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        usize::try_from(self.below(n as u64)).expect("below n fits usize")
+    }
+
     /// A number in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         assert!(lo <= hi, "range {lo}..={hi}");

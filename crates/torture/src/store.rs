@@ -10,7 +10,7 @@ use hpkv_abi::Profile;
 use hpkv_client::Client;
 use nix::errno::Errno;
 
-use crate::ffi::Arena;
+use crate::ffi::{Arena, Target};
 use crate::rng::Rng;
 
 /// Room for a readme GET: the largest value and its NUL, a key, and slack.
@@ -83,6 +83,14 @@ impl Store {
         self.client.purge().map_err(|e| errno_of(&e))
     }
 
+    pub fn sync(&self) -> Result<(), Errno> {
+        self.client.sync().map_err(|e| errno_of(&e))
+    }
+
+    pub fn stats(&self) -> Result<hpkv_abi::StatsRecord, Errno> {
+        self.client.stats().map_err(|e| errno_of(&e))
+    }
+
     /// The bounded GET extension.
     pub fn get_safe(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
         self.client.get(key).map_err(|e| errno_of(&e))
@@ -97,7 +105,7 @@ impl Store {
         buf[..key.len()].copy_from_slice(key);
         buf[key.len()] = 0;
         let fd = self.file.as_fd();
-        match self.arena.ioctl(fd, hpkv_abi::CMD_GET, 0) {
+        match self.arena.ioctl(fd, hpkv_abi::CMD_GET, Target::At(0)) {
             Ok(_) => {}
             Err(Errno::ENOENT) => {
                 // The buffer is left as it was.
@@ -122,6 +130,15 @@ impl Store {
             return Err(Errno::EPROTO);
         }
         Ok(Some(buf[..len].to_vec()))
+    }
+
+    /// The records with keys in `[start, end)` through RANGE, in order.
+    pub fn client_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<Record>, Errno> {
+        use std::ops::Bound::{Excluded, Included};
+        self.client
+            .range(Included(start), Excluded(end))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| errno_of(&e))
     }
 
     /// Every record through RANGE, in order.

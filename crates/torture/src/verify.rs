@@ -149,6 +149,26 @@ pub fn history(log: &LogDev) -> Result<History, String> {
     )
 }
 
+/// Verifies the store behind `device` against the log at `log_path` without settling: for a
+/// store whose answers in doubt a restart may still resolve either way (a device error).
+pub fn verify_only(
+    log_path: &Path,
+    device: &Path,
+    keys: u32,
+    seed: u64,
+) -> Result<Figures, String> {
+    let log = LogDev::open(log_path).map_err(|e| format!("opening the log: {e}"))?;
+    let h = history(&log)?;
+    let mut store = crate::worker::open_store(device, std::time::Duration::from_secs(10))
+        .map_err(|e| format!("opening {}: {e}", device.display()))?;
+    let mut rng = Rng::derive(seed, &[0x7f, u64::from(log.header.epoch), h.operations]);
+    let (observed, mut figures) = observe(&mut store, log.header.writers, keys, &mut rng)?;
+    model::verify(&h, &observed)?;
+    figures.operations = h.operations;
+    figures.acknowledged = h.acknowledged;
+    Ok(figures)
+}
+
 /// Verifies the store behind `device` against the log at `log_path` and, if it passes,
 /// settles the round in the log.
 pub fn verify_and_settle(

@@ -44,6 +44,8 @@ pub struct WorkerSpec {
     pub big_percent: u64,
     /// Milliseconds between PURGEs (the purger), at random up to this.
     pub purge_every_ms: u64,
+    /// Whether writers delete (the full-device scenario fills without deletes).
+    pub deletes: bool,
 }
 
 /// Errnos that do not say whether a write took effect: the daemon went away (ECONNABORTED,
@@ -89,7 +91,8 @@ struct Planned {
     len: u32,
 }
 
-struct Writer<'a> {
+/// A writer over its keys: each operation logged, issued, and learned from.
+pub struct Writer<'a> {
     spec: &'a WorkerSpec,
     store: Store,
     region: RegionWriter<'a>,
@@ -109,29 +112,10 @@ pub fn run_writer(spec: &WorkerSpec) -> ExitCode {
             )
         }
     };
-    let model = match starting_state(&log, spec.writer) {
-        Ok(m) => m,
-        Err(e) => return fail(EXIT_WRONG, &format!("writer {}: the log: {e}", spec.writer)),
-    };
-    let region = match log.region_writer(spec.writer) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_LOG, &format!("log region: {e}")),
-    };
-    let Ok(store) = open_store(&spec.device, Duration::from_secs(5)) else {
-        return ExitCode::from(EXIT_IN_DOUBT);
-    };
-    let epoch = log.header.epoch;
-    let mut w = Writer {
-        spec,
-        store,
-        seq: region.last_seq,
-        region,
-        epoch,
-        rng: Rng::derive(
-            spec.seed,
-            &[0x77, u64::from(spec.writer), u64::from(epoch), spec.round],
-        ),
-        model,
+    let mut w = match Writer::open(spec, &log) {
+        Ok(w) => w,
+        Err((EXIT_IN_DOUBT, _)) => return ExitCode::from(EXIT_IN_DOUBT),
+        Err((code, why)) => return fail(code, &why),
     };
     let until = Instant::now() + Duration::from_secs(spec.seconds);
     while Instant::now() < until {
@@ -152,7 +136,42 @@ fn fail(code: u8, what: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// The writer of `spec.writer`'s region, its keys as the log left them.
+    pub fn open(spec: &'a WorkerSpec, log: &'a LogDev) -> Result<Writer<'a>, (u8, String)> {
+        let model = starting_state(log, spec.writer)
+            .map_err(|e| (EXIT_WRONG, format!("writer {}: the log: {e}", spec.writer)))?;
+        let region = log
+            .region_writer(spec.writer)
+            .map_err(|e| (EXIT_LOG, format!("log region: {e}")))?;
+        let store = open_store(&spec.device, Duration::from_secs(5))
+            .map_err(|e| (EXIT_IN_DOUBT, format!("{}: {e}", spec.device.display())))?;
+        let epoch = log.header.epoch;
+        Ok(Writer {
+            spec,
+            store,
+            seq: region.last_seq,
+            region,
+            epoch,
+            rng: Rng::derive(
+                spec.seed,
+                &[0x77, u64::from(spec.writer), u64::from(epoch), spec.round],
+            ),
+            model,
+        })
+    }
+
+    /// The keys as this writer knows them.
+    pub fn keys(&self) -> &Keys {
+        &self.model
+    }
+
+    /// Logs, issues and learns from one operation: the device's answer, or the exit code of
+    /// a worker that would stop here (an answer in doubt or not allowed, a log failure).
+    pub fn op(&mut self, code: OpCode, key: u32, len: u32) -> Result<Result<(), Errno>, u8> {
+        self.logged(&Planned { code, key, len })
+    }
+
     fn segment_len(&mut self, max: usize) -> u32 {
         let len = match self.rng.below(100) {
             r if r < self.spec.big_percent => self.rng.len(90_000, max),
@@ -176,11 +195,12 @@ impl Writer<'_> {
             22..=39 | 60..=79 => OpCode::PartialUpdate,
             _ => OpCode::Insert,
         };
-        let code = if code == OpCode::Delete && cur == 0 && self.rng.chance(70) {
-            OpCode::Insert // mostly delete keys that exist
-        } else {
-            code
-        };
+        let code =
+            if code == OpCode::Delete && (!self.spec.deletes || cur == 0 && self.rng.chance(70)) {
+                OpCode::Insert // mostly delete keys that exist
+            } else {
+                code
+            };
         let len = match code {
             OpCode::Delete => 0,
             OpCode::WritePut => self.segment_len(hpkv_abi::WRITE_VALUE_MAX),
@@ -230,17 +250,21 @@ impl Writer<'_> {
 
     fn write_one(&mut self) -> Result<(), u8> {
         let p = self.plan();
+        self.logged(&p).map(drop)
+    }
+
+    fn logged(&mut self, p: &Planned) -> Result<Result<(), Errno>, u8> {
         self.seq += 1;
         let seq = self.seq;
         let mut intent = Record::new(Kind::Intent, p.code, self.epoch, seq);
         intent.key = p.key;
         intent.len = p.len;
         self.log(&intent)?;
-        let result = self.issue(&p, seq);
+        let result = self.issue(p, seq);
         let mut outcome = Record::new(Kind::Outcome, p.code, self.epoch, seq);
         outcome.errno = result.err().map_or(0, |e| e as i32);
         self.log(&outcome)?;
-        self.learn(&p, seq, result)
+        self.learn(p, seq, result).map(|()| result)
     }
 
     /// Updates the writer's own idea of its keys from an outcome; stops at doubt and at an

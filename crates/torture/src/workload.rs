@@ -46,6 +46,9 @@ fn worker_command(spec: &WorkerSpec, role: &str) -> Command {
     if spec.purges {
         c.arg("--purges");
     }
+    if !spec.deletes {
+        c.arg("--no-deletes");
+    }
     c
 }
 
