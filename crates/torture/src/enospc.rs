@@ -103,7 +103,7 @@ impl Enospc {
         daemon.wait_ready()?;
         let node = spec.node();
         // Fill it.
-        Round::start(&self.spec(node.clone(), 1, 12), c.writers)?.wait()?;
+        Round::start(&self.spec(node.clone(), 1, 12), c.writers, &[])?.wait()?;
         let full = self.enospc_answers()?;
         if full == 0 {
             return Err("the workload never filled the device (no ENOSPC)".into());
@@ -114,7 +114,7 @@ impl Enospc {
         verify::verify_and_settle(&self.log, &node, KEYS, c.seed)
             .map_err(|e| format!("after deletes and puts: {e}"))?;
         // Fill it again, and kill hpkvd while the writers go on.
-        let round = Round::start(&self.spec(node.clone(), 3, 600), c.writers)?;
+        let round = Round::start(&self.spec(node.clone(), 3, 600), c.writers, &[])?;
         wait_for_enospc(self, full)?;
         std::thread::sleep(Duration::from_millis(500));
         daemon.signal(Signal::SIGKILL);

@@ -97,6 +97,7 @@ impl Flakey {
         let workers = Round::start(
             &c.worker_spec(node.clone(), self.log.clone(), 1, 600),
             c.writers,
+            &[],
         )?;
         std::thread::sleep(Duration::from_millis(rng.range(1500, 4000)));
         dm.switch(Table::ErrorWrites)?;
@@ -146,6 +147,7 @@ impl Flakey {
         let workers = Round::start(
             &c.worker_spec(spec.node(), self.log.clone(), round, 2),
             c.writers,
+            &[],
         )?;
         let ended = workers.wait()?;
         if ended.in_doubt != 0 {

@@ -15,6 +15,10 @@ use crate::verify::{self, Figures};
 use crate::worker::WorkerSpec;
 use crate::workload::Round;
 
+/// The readers that run beside the writers (`reader::read_path`): a client's GET (hpkvd's
+/// shared view when it can answer) and the device's.
+pub const READERS: &[&str] = &["client", "device"];
+
 /// What every scenario is given.
 #[derive(Clone, Debug)]
 pub struct Common {
@@ -105,6 +109,8 @@ struct Totals {
     startup_kills: u64,
     terms: u64,
     figures: Figures,
+    /// GETs of the verifiers that the shared view answered.
+    view_answers: u64,
 }
 
 impl Kill9 {
@@ -129,6 +135,9 @@ impl Kill9 {
                         ("operations", t.figures.operations),
                         ("acknowledged", t.figures.acknowledged),
                         ("lost", 0),
+                        ("reader_reads", crate::reader::counts().0),
+                        ("reader_reads_by_view", crate::reader::counts().1),
+                        ("verifier_gets_by_view", t.view_answers),
                     ],
                 );
                 report::pass(
@@ -150,6 +159,7 @@ impl Kill9 {
     fn rounds_loop(&self) -> Result<Totals, String> {
         let c = &self.common;
         c.new_log(&self.log, 2048, self.rounds)?;
+        let _ = std::fs::remove_file(crate::reader::COUNTS);
         let spec = c.daemon("hpkv", self.store.clone(), &[]);
         let mut daemon = Daemon::start(&spec, &["--force-initialize"])?;
         let mut startup = daemon.wait_ready()?;
@@ -165,6 +175,7 @@ impl Kill9 {
             let workers = Round::start(
                 &c.worker_spec(spec.node(), self.log.clone(), round, 60),
                 c.writers,
+                READERS,
             )?;
             std::thread::sleep(Duration::from_millis(run_ms));
             let ended = strike(daemon, fault, &mut totals)?;
@@ -182,6 +193,7 @@ impl Kill9 {
                     )
                 })?;
             totals.figures = figures;
+            totals.view_answers += figures.view_answers;
             report::progress(
                 "kill9",
                 &format!(

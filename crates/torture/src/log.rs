@@ -21,7 +21,9 @@ pub const SECTOR: usize = 512;
 /// One record.
 pub const RECORD: usize = 128;
 const PER_SECTOR: usize = SECTOR / RECORD;
-/// Bytes read at a time when scanning a region.
+/// Bytes read at a time when scanning a region: a first small read (a region followed by a
+/// reader has a few new records at a time), then large ones.
+const SCAN_CHUNK_FIRST: usize = 16 << 10;
 const SCAN_CHUNK: usize = 1 << 20;
 
 const HEADER_MAGIC: &[u8; 4] = b"HTLH";
@@ -322,26 +324,40 @@ impl LogDev {
 
     /// Every record of `region`, in order, up to the first invalid one; and the slot after it.
     pub fn read_region(&self, region: u16) -> io::Result<(Vec<Record>, u64)> {
+        self.read_region_from(region, 0)
+    }
+
+    /// The records of `region` from slot `from` on (up to the first invalid one), and the
+    /// slot after the last: a reader that follows a region reads only what is new.
+    pub fn read_region_from(&self, region: u16, from: u64) -> io::Result<(Vec<Record>, u64)> {
         let h = self.header;
         let base = h.region_offset(region);
         let total = usize::try_from(h.region_sectors).expect("region fits memory") * SECTOR;
+        let first_sector = usize::try_from(from).expect("slot fits") / PER_SECTOR;
+        let mut skip = usize::try_from(from).expect("slot fits") % PER_SECTOR;
         let mut buf = Aligned::new(SCAN_CHUNK)?;
         let mut out = Vec::new();
-        let mut done = 0usize;
+        let mut done = first_sector * SECTOR;
+        let mut chunk = SCAN_CHUNK_FIRST;
         while done < total {
-            let n = SCAN_CHUNK.min(total - done);
+            let n = chunk.min(total - done);
             self.file
                 .read_exact_at(&mut buf.0[..n], base + done as u64)?;
             for rec in buf.0[..n].chunks_exact(RECORD) {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
                 let Some(r) = Record::decode(rec, h.run_id, region) else {
-                    let slot = out.len() as u64;
+                    let slot = from + out.len() as u64;
                     return Ok((out, slot));
                 };
                 out.push(r);
             }
             done += n;
+            chunk = SCAN_CHUNK;
         }
-        let slot = out.len() as u64;
+        let slot = from + out.len() as u64;
         Ok((out, slot))
     }
 
@@ -455,6 +471,11 @@ mod tests {
             .iter()
             .all(|r| r.key == 3 && r.kind == Kind::Intent));
         assert_eq!(dev.read_region(0).unwrap().0.len(), 0);
+        // Reading from a slot gives the rest, and the same end.
+        let (rest, end) = dev.read_region_from(1, 5).unwrap();
+        assert_eq!((rest.len(), end), (2, 7));
+        assert_eq!(rest[1], recs[6]);
+        assert_eq!(dev.read_region_from(1, 7).unwrap(), (vec![], 7));
         // The region holds 16 records; the 17th is refused.
         for seq in 7..=15 {
             w.append(&Record::new(Kind::Intent, OpCode::Delete, 1, seq))

@@ -26,6 +26,7 @@ mod log;
 mod model;
 mod oracle;
 mod power;
+mod reader;
 mod report;
 mod rng;
 mod store;
@@ -244,6 +245,9 @@ struct WorkerArgs {
     purge_every_ms: u64,
     #[arg(long)]
     no_deletes: bool,
+    /// A reader's read path (`reader::read_path`).
+    #[arg(long, default_value = "client")]
+    read_path: String,
 }
 
 fn main() -> ExitCode {
@@ -278,6 +282,7 @@ fn run_worker(a: WorkerArgs) -> ExitCode {
     match a.role.as_str() {
         "writer" => worker::run_writer(&spec),
         "purger" => worker::run_purger(&spec),
+        "reader" => reader::run_reader(&spec, &a.read_path, std::path::Path::new(reader::COUNTS)),
         r => {
             eprintln!("hpkv-torture worker: unknown role {r:?}");
             ExitCode::from(2)

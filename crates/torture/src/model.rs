@@ -546,5 +546,80 @@ fn diff_keys<'a>(want: &'a Keys, got: &'a Keys) -> Vec<KeyDiff<'a>> {
         .collect()
 }
 
+/// The state of one key after `op`, from `state`: one state, or none when the operation's
+/// outcome contradicts that state.
+fn apply_key(state: Option<&Vec<Seg>>, op: &Op, errno: i32) -> Vec<Option<Vec<Seg>>> {
+    let mut keys = Keys::new();
+    if let Some(s) = state {
+        keys.insert(op.key, s.clone());
+    }
+    let cand = Cand {
+        keys,
+        next_purge: 0,
+        open: OpenPurge::Pending,
+        skipped: Vec::new(),
+    };
+    apply(&cand, op, errno)
+        .map(|c| c.keys.get(&op.key).cloned())
+        .into_iter()
+        .collect()
+}
+
+/// The states one key may show to a read that started at `t0` and returned at `t1`: the
+/// key's state `base` at the round's start, then its writer's operations on it, `ops`, in
+/// order. Every operation acknowledged before `t0` is in, none issued after `t1`; one
+/// without a definite outcome may be in or out. With `purged` (a PURGE ran meanwhile), also
+/// what the operations after any point left on an empty key.
+pub fn possible_values(
+    base: Option<&Vec<Seg>>,
+    ops: &[&Op],
+    t0: Time,
+    t1: Time,
+    purged: bool,
+) -> Vec<Option<Vec<Seg>>> {
+    let must = ops.iter().take_while(|op| op.end() < t0).count();
+    let may = ops.iter().take_while(|op| op.start <= t1).count();
+    let mut out: Vec<Option<Vec<Seg>>> = Vec::new();
+    // From the base, and (after a PURGE) from an empty key before each operation.
+    let starts: Vec<(usize, Option<Vec<Seg>>)> = if purged {
+        std::iter::once((0, base.cloned()))
+            .chain((0..=may).map(|c| (c, None)))
+            .collect()
+    } else {
+        vec![(0, base.cloned())]
+    };
+    for (from, state) in starts {
+        let mut frontier = vec![state];
+        for (j, op) in ops.iter().enumerate().take(may).skip(from) {
+            if j >= must {
+                out.extend(frontier.iter().cloned());
+            }
+            frontier = frontier
+                .iter()
+                .flat_map(|s| step_key(s.as_ref(), op))
+                .collect();
+            frontier.dedup();
+        }
+        if may >= must || from >= must {
+            out.extend(frontier);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The states of a key after `op` from `state`: one, or two for an outcome in doubt.
+fn step_key(state: Option<&Vec<Seg>>, op: &Op) -> Vec<Option<Vec<Seg>>> {
+    match op.outcome {
+        Some((e, _)) if e == 0 || definite_failure(op.code, e) => apply_key(state, op, e),
+        _ => {
+            let mut v = apply_key(state, op, 0);
+            v.push(state.cloned());
+            v
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

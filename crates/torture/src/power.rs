@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::daemon::{log_tail, Daemon};
-use crate::kill9::Common;
+use crate::kill9::{Common, READERS};
 use crate::log::LogDev;
 use crate::report;
 use crate::verify;
@@ -117,7 +117,7 @@ impl PowerOff {
             return Ok(summary);
         }
         let worker = c.worker_spec(spec.node(), self.log.clone(), self.boot, 3600);
-        let round = Round::start(&worker, c.writers)?;
+        let round = Round::start(&worker, c.writers, READERS)?;
         // The workload goes on until the power goes: neither it nor hpkvd is stopped.
         std::mem::forget(round);
         std::mem::forget(daemon);

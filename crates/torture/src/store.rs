@@ -24,7 +24,10 @@ pub type Record = (Vec<u8>, Vec<u8>);
 pub struct Store {
     pub path: PathBuf,
     file: File,
+    /// Every call through the device.
     client: Client,
+    /// GETs through hpkvd's shared view when it can answer (the device otherwise).
+    viewer: Client,
     arena: Arena,
 }
 
@@ -40,15 +43,19 @@ impl Store {
             .write(true)
             .open(path)
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let dup = file.try_clone().map_err(|_| Errno::EMFILE)?;
-        let client = Client::from_file(dup).map_err(|e| errno_of(&e))?;
+        let dup = || file.try_clone().map_err(|_| Errno::EMFILE);
+        let client = Client::from_file(dup()?)
+            .map_err(|e| errno_of(&e))?
+            .without_view();
         if client.profile() != Profile::Readme {
             return Err(Errno::EPROTO);
         }
+        let viewer = Client::from_file(dup()?).map_err(|e| errno_of(&e))?;
         Ok(Store {
             path: path.to_owned(),
             file,
             client,
+            viewer,
             arena: Arena::new(GET_ARENA_BYTES),
         })
     }
@@ -91,7 +98,17 @@ impl Store {
         self.client.stats().map_err(|e| errno_of(&e))
     }
 
-    /// The bounded GET extension.
+    /// A GET as an ordinary client makes it: from hpkvd's shared view when the view can
+    /// answer, with no system call, else through the device. The second value says whether
+    /// the view answered.
+    pub fn get_view(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, bool), Errno> {
+        let before = self.viewer.view_counters();
+        let v = self.viewer.get(key).map_err(|e| errno_of(&e))?;
+        let after = self.viewer.view_counters();
+        Ok((v, after.device == before.device))
+    }
+
+    /// The bounded GET extension, through the device.
     pub fn get_safe(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
         self.client.get(key).map_err(|e| errno_of(&e))
     }

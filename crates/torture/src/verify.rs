@@ -26,6 +26,8 @@ pub struct Figures {
     /// Records in the store, and bytes of their values.
     pub records: u64,
     pub value_bytes: u64,
+    /// Of the GETs the verifier made as a client would, those the shared view answered.
+    pub view_answers: u64,
 }
 
 /// Reads the store back and checks that every way of reading it agrees; the torture keys
@@ -80,18 +82,21 @@ pub fn observe(
         .collect();
     for w in 0..writers {
         for idx in 0..keys {
-            check_gets(
+            figures.view_answers += u64::from(check_gets(
                 store,
                 w,
                 idx,
                 by_key.get(value::key(w, idx).as_slice()).copied(),
-            )?;
+            )?);
         }
     }
     Ok((observed, figures))
 }
 
-fn check_gets(store: &mut Store, w: u16, idx: u32, listed: Option<&[u8]>) -> Result<(), String> {
+/// Reads key `idx` of writer `w` every way: the safe GET and the module's GET through the
+/// device, and a client's GET (from the shared view when it can answer). Whether the view
+/// answered.
+fn check_gets(store: &mut Store, w: u16, idx: u32, listed: Option<&[u8]>) -> Result<bool, String> {
     let k = value::key(w, idx);
     let safe = store
         .get_safe(&k)
@@ -101,6 +106,25 @@ fn check_gets(store: &mut Store, w: u16, idx: u32, listed: Option<&[u8]>) -> Res
             "the safe GET of {:?} gives {}, RANGE {}",
             show(&k),
             len_of(safe.as_deref()),
+            len_of(listed)
+        ));
+    }
+    let (viewed, by_view) = store.get_view(&k).map_err(|e| {
+        format!(
+            "a client's GET (shared view) of {:?} answered {e}",
+            show(&k)
+        )
+    })?;
+    if viewed.as_deref() != listed {
+        return Err(format!(
+            "a client's GET of {:?} ({}) gives {}, RANGE {}",
+            show(&k),
+            if by_view {
+                "answered by the shared view"
+            } else {
+                "through the device"
+            },
+            len_of(viewed.as_deref()),
             len_of(listed)
         ));
     }
@@ -117,7 +141,7 @@ fn check_gets(store: &mut Store, w: u16, idx: u32, listed: Option<&[u8]>) -> Res
             ));
         }
     }
-    Ok(())
+    Ok(by_view)
 }
 
 fn len_of(v: Option<&[u8]>) -> String {

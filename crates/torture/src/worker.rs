@@ -315,7 +315,7 @@ impl<'a> Writer<'a> {
         EXIT_WRONG
     }
 
-    /// Reads a key both ways and checks the value.
+    /// Reads a key every way and checks the values.
     fn check_one(&mut self) -> Result<(), u8> {
         let key_idx = u32::try_from(self.rng.below(u64::from(self.spec.keys))).expect("fits");
         let key = value::key(self.spec.writer, key_idx);
@@ -339,7 +339,13 @@ impl<'a> Writer<'a> {
                 Err(e) => return Err(self.wrong_get(key_idx, &format!("GET answered {e}"))),
             }
         }
-        self.judge_read(key_idx, &key, got.as_deref())
+        self.judge_read(key_idx, &key, got.as_deref())?;
+        // A client's GET, from the shared view when it can answer: the same judgement.
+        match self.store.get_view(&key) {
+            Ok((v, _)) => self.judge_read(key_idx, &key, v.as_deref()),
+            Err(e) if in_doubt(e) => Err(EXIT_IN_DOUBT),
+            Err(e) => Err(self.wrong_get(key_idx, &format!("a client's GET answered {e}"))),
+        }
     }
 
     fn judge_read(&mut self, idx: u32, key: &[u8], got: Option<&[u8]>) -> Result<(), u8> {

@@ -53,8 +53,9 @@ fn worker_command(spec: &WorkerSpec, role: &str) -> Command {
 }
 
 impl Round {
-    /// Starts `writers` writers and, if `spec.purges`, the purger.
-    pub fn start(spec: &WorkerSpec, writers: u16) -> Result<Round, String> {
+    /// Starts `writers` writers, the purger if `spec.purges`, and a reader for each read path
+    /// named in `readers` (`reader::read_path`).
+    pub fn start(spec: &WorkerSpec, writers: u16, readers: &[&str]) -> Result<Round, String> {
         let mut children = Vec::new();
         for w in 0..writers {
             let mut s = spec.clone();
@@ -69,6 +70,15 @@ impl Round {
                 .spawn()
                 .map_err(|e| format!("starting the purger: {e}"))?;
             children.push(("purger".into(), child));
+        }
+        for (i, path) in readers.iter().enumerate() {
+            let mut s = spec.clone();
+            s.writer = u16::try_from(i).expect("few readers");
+            let child = worker_command(&s, "reader")
+                .args(["--read-path", path])
+                .spawn()
+                .map_err(|e| format!("starting a reader: {e}"))?;
+            children.push((format!("reader {i} ({path})"), child));
         }
         Ok(Round { children })
     }

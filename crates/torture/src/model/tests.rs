@@ -223,6 +223,48 @@ fn a_settled_state_cannot_change_later() {
 }
 
 #[test]
+fn a_read_sees_a_prefix_that_holds_what_was_acknowledged_before_it() {
+    // Key 1: put 1 at 0..10, append 2 at 20..30, put 3 at 40..50 (acknowledged at 50).
+    let mut w = W::new(0);
+    w.put(1);
+    w.op(OpCode::PartialUpdate, 1, 100, Some(0));
+    w.put(1);
+    let ops: Vec<&Op> = w
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Op(op) => op,
+            Event::Settle { .. } => unreachable!(),
+        })
+        .collect();
+    let segs = |seqs: &[u64]| {
+        Some(
+            seqs.iter()
+                .map(|&seq| Seg { seq, len: 100 })
+                .collect::<Vec<_>>(),
+        )
+    };
+    // A read from 35 to 45: the append was acknowledged (at 30), the last put may be in.
+    let p = possible_values(None, &ops, (1, 35), (1, 45), false);
+    assert_eq!(p, vec![segs(&[1, 2]), segs(&[3])]);
+    // From 5 to 15: before anything, or after the first put.
+    let p = possible_values(None, &ops, (1, 5), (1, 15), false);
+    assert_eq!(p, vec![None, segs(&[1])]);
+    // From 55 on: only the last put.
+    assert_eq!(
+        possible_values(None, &ops, (1, 55), (1, 60), false),
+        vec![segs(&[3])]
+    );
+    // A PURGE meanwhile: also what the operations after it left.
+    let p = possible_values(None, &ops, (1, 35), (1, 45), true);
+    assert!(p.contains(&None) && p.contains(&segs(&[2])) && p.contains(&segs(&[1, 2])));
+    assert!(
+        !p.contains(&segs(&[1])),
+        "the append was acknowledged before the read"
+    );
+}
+
+#[test]
 fn history_pairs_records_and_applies_decisions() {
     use crate::log::{Kind, Record};
     let rec = |kind, op, seq, ts, errno| {
