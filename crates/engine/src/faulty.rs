@@ -7,6 +7,10 @@
 //! chosen by a seed: exactly what a real disk may do on power loss (blocks are atomic,
 //! longer writes tear, the cache reorders). The device can also be told to crash after a
 //! given number of operations, or to fail writes or flushes with an error.
+//!
+//! Reads can be faulted too ([`ReadFault`]): a read that touches a given byte fails with EIO
+//! or returns that byte with a bit flipped, while the medium keeps what was written; or the
+//! n-th read from now fails. [`FaultyDevice::corrupt`] flips a bit on the medium itself.
 
 use std::io;
 use std::sync::Mutex;
@@ -27,6 +31,31 @@ pub enum CrashMode {
     Random,
 }
 
+/// A fault of the reads that touch the byte at `offset` (the medium keeps its bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFault {
+    /// The read fails with EIO.
+    Eio {
+        /// The byte whose reads fail.
+        offset: u64,
+    },
+    /// The read returns the byte with a bit flipped.
+    Flip {
+        /// The byte.
+        offset: u64,
+        /// Which bit (0..8).
+        bit: u8,
+    },
+}
+
+impl ReadFault {
+    fn offset(self) -> u64 {
+        match self {
+            ReadFault::Eio { offset } | ReadFault::Flip { offset, .. } => offset,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     durable: Vec<u8>,
@@ -42,6 +71,14 @@ struct State {
     fail_ops: Vec<u64>,
     writes: u64,
     flushes: u64,
+    /// Reads so far.
+    reads: u64,
+    /// Faults of the reads that touch given bytes.
+    read_faults: Vec<ReadFault>,
+    /// Fail these read numbers with EIO.
+    fail_reads: Vec<u64>,
+    /// Reads a fault acted on.
+    faulted_reads: u64,
 }
 
 /// The fault-injecting device (see the module's text).
@@ -81,6 +118,41 @@ impl FaultyDevice {
         let mut s = self.state.lock().expect("poisoned");
         let at = s.ops + n;
         s.fail_ops.push(at);
+    }
+
+    /// Every later read that touches `fault`'s byte is faulted, until
+    /// [`FaultyDevice::clear_read_faults`].
+    pub fn add_read_fault(&self, fault: ReadFault) {
+        self.state.lock().expect("poisoned").read_faults.push(fault);
+    }
+
+    /// Read number `n` (counting from now, 0-based) fails with EIO.
+    pub fn fail_read(&self, n: u64) {
+        let mut s = self.state.lock().expect("poisoned");
+        let at = s.reads + n;
+        s.fail_reads.push(at);
+    }
+
+    /// Reads behave again.
+    pub fn clear_read_faults(&self) {
+        let mut s = self.state.lock().expect("poisoned");
+        s.read_faults.clear();
+        s.fail_reads.clear();
+    }
+
+    /// (reads so far, reads a fault acted on).
+    pub fn read_counts(&self) -> (u64, u64) {
+        let s = self.state.lock().expect("poisoned");
+        (s.reads, s.faulted_reads)
+    }
+
+    /// Flips bit `bit` of the byte at `offset` on the medium (durable and visible): damage
+    /// that every later read sees.
+    pub fn corrupt(&self, offset: u64, bit: u8) {
+        let mut s = self.state.lock().expect("poisoned");
+        let at = usize::try_from(offset).expect("offset fits");
+        s.durable[at] ^= 1 << (bit % 8);
+        s.visible[at] ^= 1 << (bit % 8);
     }
 
     /// Whether the crash point was reached.
@@ -128,6 +200,36 @@ impl FaultyDevice {
         self.state.lock().expect("poisoned").visible.clone()
     }
 
+    /// Applies the read faults to a read of `buf` at `offset`; counts the read.
+    fn fault_read(s: &mut State, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let n = s.reads;
+        s.reads += 1;
+        if s.fail_reads.contains(&n) {
+            s.faulted_reads += 1;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let end = offset + u64_of(buf.len());
+        let mut hit = false;
+        for f in s
+            .read_faults
+            .iter()
+            .filter(|f| (offset..end).contains(&f.offset()))
+        {
+            hit = true;
+            match *f {
+                ReadFault::Eio { .. } => {
+                    s.faulted_reads += 1;
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                ReadFault::Flip { offset: at, bit } => {
+                    buf[usize::try_from(at - offset).expect("in the buffer")] ^= 1 << (bit % 8);
+                }
+            }
+        }
+        s.faulted_reads += u64::from(hit);
+        Ok(())
+    }
+
     /// Counts an operation; `Err` if it must fail.
     fn begin_op(s: &mut State) -> io::Result<()> {
         if s.crashed {
@@ -156,7 +258,7 @@ impl BlockDevice for FaultyDevice {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let s = self.state.lock().expect("poisoned");
+        let mut s = self.state.lock().expect("poisoned");
         let bs = u64::from(self.block_size);
         assert!(
             offset % bs == 0 && u64_of(buf.len()) % bs == 0,
@@ -168,7 +270,7 @@ impl BlockDevice for FaultyDevice {
             .get(at..at + buf.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))?;
         buf.copy_from_slice(src);
-        Ok(())
+        Self::fault_read(&mut s, buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -261,6 +363,37 @@ mod tests {
                 "a block is never half-written"
             );
         }
+    }
+
+    #[test]
+    fn read_faults_act_on_reads_only_and_clear() {
+        let d = FaultyDevice::new(4096, 512);
+        d.write_at(&[7u8; 1024], 512).unwrap();
+        d.add_read_fault(ReadFault::Flip {
+            offset: 600,
+            bit: 1,
+        });
+        d.add_read_fault(ReadFault::Eio { offset: 2048 });
+        let mut r = [0u8; 512];
+        d.read_at(&mut r, 512).unwrap();
+        assert_eq!(r[88], 7 ^ 2, "the flipped byte");
+        assert!(r.iter().enumerate().all(|(i, &b)| i == 88 || b == 7));
+        assert!(d.read_at(&mut r, 2048).is_err());
+        d.read_at(&mut r, 1024).unwrap();
+        assert_eq!(d.read_counts(), (3, 2));
+        d.fail_read(1);
+        d.read_at(&mut r, 1024).unwrap();
+        assert!(
+            d.read_at(&mut r, 1024).is_err(),
+            "the second read from then fails"
+        );
+        d.clear_read_faults();
+        d.read_at(&mut r, 512).unwrap();
+        assert_eq!(r, [7u8; 512], "the medium kept its bytes");
+        d.corrupt(513, 0);
+        d.read_at(&mut r, 512).unwrap();
+        assert_eq!(r[1], 6, "damage on the medium is read back");
+        assert_eq!(d.crash_image(CrashMode::LoseAll, 0)[513], 1, "durable too");
     }
 
     #[test]

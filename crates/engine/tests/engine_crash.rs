@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hpkv_engine::faulty::{CrashMode, FaultyDevice, SplitMix64};
+use hpkv_engine::faulty::{CrashMode, FaultyDevice, ReadFault, SplitMix64};
 use hpkv_engine::{BlockDevice, Config, Durability, Engine, Error, WriteOp};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -1734,4 +1734,289 @@ fn deletes_keep_working_on_a_full_device_while_puts_go_on() {
     }
     assert!(full > 0, "the device never got full");
     eprintln!("full device: {full} puts answered ENOSPC, {deletes} deletes all succeeded");
+}
+
+// ---------------------------------------------------------------------------------------
+// Read faults: EIO on read and flipped bits, in GETs, scans, recovery and compaction
+// ---------------------------------------------------------------------------------------
+
+/// Fault positions step through the device this many bytes apart (a prime: every offset
+/// within a block is hit somewhere).
+const READ_FAULT_STEP: usize = 509;
+
+/// A store of varied records (some values of 100 KB, overwrites, appends, deletes) on a
+/// 2 MiB device, closed or not; its contents.
+fn read_fault_store(close: bool) -> (Vec<u8>, Model) {
+    let dev = Arc::new(FaultyDevice::new(2 << 20, BLOCK));
+    let engine = Engine::open(dev.clone(), recovery_config()).expect("open");
+    let mut model = Model::new();
+    let mut rng = SplitMix64(seed(0x5eed_00f1));
+    for step in 0..120usize {
+        let k = key((rng.next_u64() % 24) as usize);
+        let op = match rng.next_u64() % 10 {
+            0 => Op::Delete(k),
+            1..=2 => Op::Append(k, value(step, 1 + (rng.next_u64() % 2000) as usize)),
+            3 => Op::Put(k, value(step, 90_000 + (rng.next_u64() % 10_000) as usize)),
+            _ => Op::Put(k, value(step, 1 + (rng.next_u64() % 3000) as usize)),
+        };
+        let r = match &op {
+            Op::Put(k, v) => engine.put(k, v),
+            Op::Append(k, s) => engine.append(k, s),
+            Op::Delete(k) => engine.delete(k),
+            _ => unreachable!("only puts, appends and deletes"),
+        };
+        assert_eq!(res(&r), apply(&mut model, &op), "{}", op_name(&op));
+    }
+    if close {
+        engine.close().expect("close");
+    }
+    // Without a close, what a crash leaves now (dropping the engine would close it).
+    let img = dev.crash_image(CrashMode::LoseAll, 0);
+    drop(engine);
+    (
+        if close {
+            dev.crash_image(CrashMode::LoseAll, 0)
+        } else {
+            img
+        },
+        model,
+    )
+}
+
+/// The faults of read-fault point `i` at `offset`: EIO, or a flipped bit.
+fn read_fault(i: u64, offset: u64) -> ReadFault {
+    if i % 2 == 0 {
+        ReadFault::Eio { offset }
+    } else {
+        ReadFault::Flip {
+            offset,
+            bit: (i / 2 % 8) as u8,
+        }
+    }
+}
+
+/// An error a read fault may give: EIO, reported as a device error or a checksum failure.
+fn read_fault_error(e: &Error, ctx: &str) {
+    assert!(
+        matches!(e, Error::Io(_) | Error::Corrupt(_)) && e.errno() == libc::EIO,
+        "{ctx}: a read fault answered {e:?}, not EIO"
+    );
+}
+
+/// GETs and scans under a read fault at every position of the device: each answers the
+/// value acknowledged or EIO (a device error, or a checksum failure), never other bytes,
+/// and nothing is wrong once the fault is gone.
+#[test]
+fn read_faults_in_gets_and_scans_never_serve_wrong_data() {
+    let started = Instant::now();
+    let (img, model) = read_fault_store(true);
+    let dev = Arc::new(FaultyDevice::from_image(img.clone(), BLOCK));
+    let engine = Engine::open(dev.clone(), recovery_config()).expect("open");
+    let (mut points, mut detected) = (0u64, 0u64);
+    for (i, offset) in (0..img.len() as u64).step_by(READ_FAULT_STEP).enumerate() {
+        let fault = read_fault(i as u64, offset);
+        let ctx = format!("{fault:?}");
+        let before = dev.read_counts().1;
+        dev.add_read_fault(fault);
+        for (k, v) in &model {
+            match engine.get(k) {
+                Ok(Some(got)) => {
+                    assert!(*got == v[..], "{ctx}: GET {:?} served other bytes", show(k));
+                }
+                Ok(None) => panic!("{ctx}: GET {:?} found nothing", show(k)),
+                Err(e) => {
+                    read_fault_error(&e, &ctx);
+                    detected += 1;
+                }
+            }
+        }
+        let mut scanned = Model::new();
+        match engine.scan(Bound::Unbounded, Bound::Unbounded, |k, v| {
+            scanned.insert(k.to_vec(), v.to_vec());
+            ControlFlow::Continue(())
+        }) {
+            Ok(()) => assert_eq!(scanned, model, "{ctx}: a scan served other contents"),
+            Err(e) => read_fault_error(&e, &ctx),
+        }
+        dev.clear_read_faults();
+        points += u64::from(dev.read_counts().1 > before);
+    }
+    assert_eq!(scan_all(&engine), model, "after the faults");
+    engine
+        .put(b"after", b"faults")
+        .expect("a write after read faults");
+    assert!(
+        points > 100 && detected > 100,
+        "{points} faulted points, {detected} detected"
+    );
+    eprintln!(
+        "read faults in GETs and scans: {points} read fault points, {detected} faulted GETs \
+         answered EIO, none served other bytes, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Opening a store while the n-th read fails, for every read the open makes (from the
+/// shutdown snapshot, and by scanning the log after a crash): the open fails, or the store
+/// holds exactly what was acknowledged.
+#[test]
+fn a_failed_read_in_recovery_fails_the_open_or_loses_nothing() {
+    let started = Instant::now();
+    let mut points = 0u64;
+    for (what, close) in [("snapshot", true), ("log scan", false)] {
+        let (img, model) = read_fault_store(close);
+        let clean = Arc::new(FaultyDevice::from_image(img.clone(), BLOCK));
+        drop(Engine::open(clean.clone(), recovery_config()).expect("open"));
+        let reads = clean.read_counts().0;
+        for n in 0..reads {
+            let dev = Arc::new(FaultyDevice::from_image(img.clone(), BLOCK));
+            dev.fail_read(n);
+            match Engine::open(dev.clone(), recovery_config()) {
+                Err(_) => {}
+                Ok(engine) => assert_eq!(
+                    scan_all(&engine),
+                    model,
+                    "{what}: read {n} of {reads} failed and the open went on"
+                ),
+            }
+            points += 1;
+            let (_dev, _engine, got) = recover(img.clone(), &format!("{what}, read {n}"));
+            assert_eq!(got, model, "{what}: after read {n} failed once");
+        }
+    }
+    eprintln!(
+        "read faults in recovery: {points} read fault points (every read of an open), none \
+         lost anything, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Recovery by a log scan (after a crash) with a bit flipped at every position of the device
+/// in turn, once in the read only (a transient fault) and once on the medium: the open must
+/// fail, or the store hold exactly what was acknowledged; a record that fails its checksum
+/// must be reported, never silently taken for the end of the log.
+///
+/// It fails: the scan stops at the first record that fails its checksum, as at a torn tail,
+/// and drops it and every later record of its segment without a word (a debug line). Here
+/// about a third of the positions recover other contents, no open is refused: keys are
+/// missing, or show an older value. A transient fault loses data the medium still holds.
+/// The snapshot path (a clean shutdown) is not affected: a damaged record is then found by
+/// its checksum when read, and answered EIO (`read_faults_in_gets_and_scans_*`).
+#[test]
+#[ignore = "engine bug (issue 11 report): a log scan takes a record that fails its checksum for the end of the log"]
+fn flipped_bits_in_a_log_scan_fail_the_open_or_lose_nothing() {
+    let started = Instant::now();
+    let (img, model) = read_fault_store(false);
+    let (mut points, mut refused) = (0u64, 0u64);
+    let mut lost = Vec::new();
+    for (i, offset) in (0..img.len() as u64).step_by(READ_FAULT_STEP).enumerate() {
+        let bit = u8::try_from(i % 8).expect("below 8");
+        let dev = Arc::new(FaultyDevice::from_image(img.clone(), BLOCK));
+        let medium = i % 2 == 1;
+        if medium {
+            dev.corrupt(offset, bit);
+        } else {
+            dev.add_read_fault(ReadFault::Flip { offset, bit });
+        }
+        let opened = Engine::open(dev.clone(), recovery_config());
+        points += u64::from(medium || dev.read_counts().1 > 0);
+        dev.clear_read_faults();
+        match opened {
+            Err(_) => refused += 1,
+            Ok(engine) => {
+                let mut got = Model::new();
+                let scanned = engine.scan(Bound::Unbounded, Bound::Unbounded, |k, v| {
+                    got.insert(k.to_vec(), v.to_vec());
+                    ControlFlow::Continue(())
+                });
+                // A damaged record found when read (EIO) is reported, not lost.
+                if scanned.is_ok() && got != model {
+                    let how = if medium {
+                        "on the medium"
+                    } else {
+                        "in the read"
+                    };
+                    lost.push(format!(
+                        "bit {bit} of byte {offset} {how}: {}",
+                        describe_diff(&got, &model)
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "flipped bits in a log scan: {points} read fault points, {refused} opens refused, {} \
+         recovered other contents without a word ({} with an older value of a key), {:.1} s",
+        lost.len(),
+        lost.iter().filter(|l| l.contains(" want ")).count(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} flips changed what recovery found, e.g. {}",
+        lost.len(),
+        lost[0]
+    );
+}
+
+/// Compaction while a read faults at every position in turn (EIO, or a flipped bit): it
+/// fails or completes, and afterwards, and after a restart, every acknowledged value is
+/// there.
+#[test]
+fn read_faults_in_compaction_lose_nothing() {
+    let started = Instant::now();
+    let (img, model) = read_fault_store(true);
+    let (mut points, mut failed) = (0u64, 0u64);
+    let mut lost = Vec::new();
+    for (i, offset) in (0..img.len() as u64)
+        .step_by(4 * READ_FAULT_STEP)
+        .enumerate()
+    {
+        let fault = read_fault(i as u64, offset);
+        let dev = Arc::new(FaultyDevice::from_image(img.clone(), BLOCK));
+        let engine = Engine::open(dev.clone(), recovery_config()).expect("open");
+        let before = dev.read_counts().1;
+        dev.add_read_fault(fault);
+        failed += u64::from(engine.compact_now(true).is_err());
+        dev.clear_read_faults();
+        points += u64::from(dev.read_counts().1 > before);
+        let got = scan_all(&engine);
+        engine.close().ok();
+        drop(engine);
+        let reopened = Engine::open(
+            dev.clone(),
+            Config {
+                force_read_disk: true,
+                ..recovery_config()
+            },
+        )
+        .map(|e| scan_all(&e));
+        match (got == model, reopened) {
+            (true, Ok(r)) if r == model => {}
+            (live, r) => lost.push(format!(
+                "{fault:?}: live contents {}, after a restart {}",
+                if live {
+                    "right".to_string()
+                } else {
+                    describe_diff(&got, &model)
+                },
+                match r {
+                    Ok(r) => describe_diff(&r, &model),
+                    Err(e) => format!("no open: {e}"),
+                }
+            )),
+        }
+    }
+    eprintln!(
+        "read faults in compaction: {points} read fault points, {failed} compactions failed, {} \
+         lost acknowledged data, {:.1} s",
+        lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} faults lost data, e.g. {}",
+        lost.len(),
+        lost[0]
+    );
 }

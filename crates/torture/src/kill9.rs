@@ -13,7 +13,7 @@ use crate::report;
 use crate::rng::Rng;
 use crate::verify::{self, Figures};
 use crate::worker::WorkerSpec;
-use crate::workload::Round;
+use crate::workload::{log_slots, wait_for_writers, Round};
 
 /// The readers that run beside the writers (`reader::read_path`): a client's GET (hpkvd's
 /// shared view when it can answer) and the device's.
@@ -171,12 +171,16 @@ impl Kill9 {
                 80..=89 => Fault::Term,
                 _ => Fault::TermThenKill(rng.range(0, 300)),
             };
-            let run_ms = rng.range(500, 3000);
+            let run_ms = rng.range(0, 2500);
+            let log = LogDev::open(&self.log).map_err(|e| e.to_string())?;
+            let slots = log_slots(&log)?;
             let workers = Round::start(
                 &c.worker_spec(spec.node(), self.log.clone(), round, 60),
                 c.writers,
                 READERS,
             )?;
+            // The fault strikes a random moment after every writer got going.
+            wait_for_writers(&log, &slots).map_err(|e| format!("round {round}: {e}"))?;
             std::thread::sleep(Duration::from_millis(run_ms));
             let ended = strike(daemon, fault, &mut totals)?;
             let stopped = workers.wait().map_err(|e| format!("round {round}: {e}"))?;

@@ -18,7 +18,7 @@ use crate::kill9::{Common, READERS};
 use crate::log::LogDev;
 use crate::report;
 use crate::verify;
-use crate::workload::Round;
+use crate::workload::{log_slots, wait_for_writers, Round};
 
 /// Who powers the VM off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +45,9 @@ pub struct PowerOff {
 
 /// Sectors of each log region one boot may fill.
 const SECTORS_PER_BOOT: u64 = 4096;
-/// The workload runs at least this long before the power-off is announced.
-const WARM_UP_MS: u64 = 1500;
+/// The workload runs at least this long (once every writer got going) before the power-off
+/// is announced.
+const WARM_UP_MS: u64 = 300;
 
 impl PowerOff {
     pub fn run(&self) -> bool {
@@ -117,7 +118,11 @@ impl PowerOff {
             return Ok(summary);
         }
         let worker = c.worker_spec(spec.node(), self.log.clone(), self.boot, 3600);
+        let log = LogDev::open(&self.log).map_err(|e| e.to_string())?;
+        let slots = log_slots(&log)?;
         let round = Round::start(&worker, c.writers, READERS)?;
+        // The power-off comes at a random moment after every writer got going.
+        wait_for_writers(&log, &slots)?;
         // The workload goes on until the power goes: neither it nor hpkvd is stopped.
         std::mem::forget(round);
         std::mem::forget(daemon);

@@ -7,7 +7,48 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::log::LogDev;
 use crate::worker::{WorkerSpec, EXIT_DONE, EXIT_IN_DOUBT, EXIT_LOG, EXIT_WRONG};
+
+/// How long writers may take to start writing (process start-up is slow under emulation).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The next slot of each writer's region: where a round's records begin.
+pub fn log_slots(log: &LogDev) -> Result<Vec<u64>, String> {
+    (0..log.header.writers)
+        .map(|w| {
+            log.read_region(w)
+                .map(|(_, slot)| slot)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Waits until every writer has logged an operation after `slots` (`log_slots` before the
+/// round started): faults then strike a working store, not one whose clients are starting.
+pub fn wait_for_writers(log: &LogDev, slots: &[u64]) -> Result<(), String> {
+    let until = Instant::now() + START_TIMEOUT;
+    let mut waiting: Vec<u16> = (0..log.header.writers).collect();
+    while !waiting.is_empty() {
+        if Instant::now() > until {
+            return Err(format!(
+                "writers {waiting:?} logged nothing within {START_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut still = Vec::new();
+        for w in waiting {
+            let (new, _) = log
+                .read_region_from(w, slots[usize::from(w)])
+                .map_err(|e| e.to_string())?;
+            if new.is_empty() {
+                still.push(w);
+            }
+        }
+        waiting = still;
+    }
+    Ok(())
+}
 
 /// How long workers may take to stop once their daemon is gone or their time is up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -132,12 +132,12 @@ if wanted power; then
 fi
 
 # The engine's crash sweeps on the host, with more seeds (the long run).
-crash_points=0
+crash_points=0 read_fault_points=0
 for ((s = 1; s <= crash_seeds; s++)); do
     hpkv_log "engine crash sweeps, seed $s of $crash_seeds"
     sweep_out=$(mktemp)
     if HPKV_CRASH_SEED=$((seed + s)) cargo test --release --quiet -p hpkv-engine --test engine_crash \
-        -- --nocapture 2>&1 | tee "$sweep_out" | grep -E 'crash points|read faults|test result'; then
+        -- --nocapture 2>&1 | tee "$sweep_out" | grep -E 'crash points|read fault points|test result'; then
         total_pass=$((total_pass + 1))
     else
         echo "HPKV-RESULT FAIL torture:engine-crash-sweeps seed HPKV_CRASH_SEED=$((seed + s))"
@@ -145,13 +145,15 @@ for ((s = 1; s <= crash_seeds; s++)); do
     fi
     n=$(grep -oE '[0-9]+ crash points' "$sweep_out" | awk '{ s += $1 } END { print s + 0 }')
     crash_points=$((crash_points + n))
+    n=$(grep -oE '[0-9]+ read fault points' "$sweep_out" | awk '{ s += $1 } END { print s + 0 }')
+    read_fault_points=$((read_fault_points + n))
     rm -f "$sweep_out"
 done
 
 echo "---- torture figures (seed $seed) ----"
 cat "$HPKV_REPO"/target/vm/torture-*.log 2>/dev/null | tr -d '\r' | grep -a '^HPKV-TORTURE figures' |
     sed 's/^HPKV-TORTURE figures /  /' || true
-((crash_seeds > 0)) && echo "  engine-crash-sweeps seeds=$crash_seeds crash_points=$crash_points"
+((crash_seeds > 0)) && echo "  engine-crash-sweeps seeds=$crash_seeds crash_points=$crash_points read_fault_points=$read_fault_points"
 echo "torture: $(($(date +%s) - t0)) s in all; seed $seed"
 if [ "$total_fail" != 0 ]; then echo "torture: replay with: $replay"; fi
 echo "$total_pass passed, $total_fail failed"
