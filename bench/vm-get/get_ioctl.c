@@ -31,7 +31,7 @@ int main(int argc, char **argv)
 {
 	long records, i;
 	size_t samples, s;
-	uint64_t *ns, seed = 0x9e3779b97f4a7c15u;
+	uint64_t *ns, *base, seed = 0x9e3779b97f4a7c15u;
 	unsigned long long gets;
 	char buf[1024], key[32], want[64];
 	int fd;
@@ -40,7 +40,8 @@ int main(int argc, char **argv)
 		return 2;
 	parse_args(argc, argv, 2, &records, &samples);
 	ns = malloc(samples * sizeof *ns);
-	if (!ns)
+	base = malloc(samples * sizeof *base);
+	if (!ns || !base)
 		return 1;
 	if (!strcmp(argv[1], "--getppid") || !strcmp(argv[1], "--timer")) {
 		int ppid = !strcmp(argv[1], "--getppid");
@@ -78,6 +79,7 @@ int main(int argc, char **argv)
 		t0 = now_ns();
 		r = ioctl(fd, HPKV_IOCTL_GET, buf);
 		ns[s] = now_ns() - t0;
+		base[s] = time_getppid();
 		value_of(i, want);
 		if (r != 0 || strcmp(buf, want) != 0) {
 			fprintf(stderr, "GET %s: ret %d, value \"%s\", want \"%s\"\n", key, r, buf,
@@ -87,6 +89,7 @@ int main(int argc, char **argv)
 	}
 	gets = device_gets(fd) - gets;
 	report("ioctl", records, ns, samples);
+	report("getppid-between", records, base, samples);
 	printf("BENCH-DEVICE-GETS %ld %llu\n", records, gets);
 	close(fd);
 	return 0;

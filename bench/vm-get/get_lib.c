@@ -12,7 +12,7 @@ int main(int argc, char **argv)
 {
 	long records, i;
 	size_t samples, s, len;
-	uint64_t *ns, seed = 0x9e3779b97f4a7c15u;
+	uint64_t *ns, *base, seed = 0x9e3779b97f4a7c15u;
 	struct hpkv_counters before, after;
 	char buf[1024], key[32], want[64];
 	struct hpkv *h;
@@ -23,8 +23,9 @@ int main(int argc, char **argv)
 	if (records < 1)
 		return 2;
 	ns = malloc(samples * sizeof *ns);
+	base = malloc(samples * sizeof *base);
 	h = hpkv_open(argv[1]);
-	if (!ns || !h) {
+	if (!ns || !base || !h) {
 		perror(argv[1]);
 		return 1;
 	}
@@ -44,6 +45,7 @@ int main(int argc, char **argv)
 		t0 = now_ns();
 		r = hpkv_get(h, key, strlen(key), buf, sizeof buf, &len);
 		ns[s] = now_ns() - t0;
+		base[s] = time_getppid();
 		value_of(i, want);
 		if (r != 0 || len != strlen(want) || memcmp(buf, want, len) != 0) {
 			fprintf(stderr, "GET %s: ret %d, wrong value\n", key, r);
@@ -57,6 +59,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	report("lib", records, ns, samples);
+	report("getppid-between", records, base, samples);
 	hpkv_close(h);
 	return 0;
 }

@@ -1,8 +1,10 @@
 /*
  * timing.h - the module's method for the GET benchmark: one client, sequential, each call
  * timed alone with clock_gettime(CLOCK_MONOTONIC), and p50, mean and p99 of the samples.
- * Keys and values are those `client_suite prepare-image` writes: "range-%08d" and
- * "value of record %d". Plain C99 with POSIX.
+ * Every timed GET is followed by one timed getppid(), the baseline, so that GETs and baseline
+ * share the moments of a busy host (BENCH getppid-between lines). Keys and values are those
+ * `client_suite prepare-image` writes: "range-%08d" and "value of record %d". Plain C99 with
+ * POSIX.
  */
 #ifndef HPKV_BENCH_TIMING_H
 #define HPKV_BENCH_TIMING_H
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline uint64_t now_ns(void)
 {
@@ -37,6 +40,15 @@ static void report(const char *what, long records, uint64_t *ns, size_t n)
 		sum += (double)ns[i];
 	printf("BENCH %s %ld %llu %.0f %llu\n", what, records, (unsigned long long)ns[n / 2],
 	       sum / (double)n, (unsigned long long)ns[n * 99 / 100]);
+}
+
+/* One getppid() timed alone: the baseline, taken between the GETs of the same run so that both
+ * see the same moments of a busy host. */
+static inline uint64_t time_getppid(void)
+{
+	uint64_t t0 = now_ns();
+	(void)getppid();
+	return now_ns() - t0;
 }
 
 /* xorshift64: the same key sequence in every program. */
