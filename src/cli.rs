@@ -155,7 +155,8 @@ pub struct ServeOptions {
     pub threads: u16,
 
     /// The system-call filter hpkvd puts on itself once started: enforce (a call outside it
-    /// kills hpkvd), log (allowed, logged by the kernel's audit), off
+    /// kills hpkvd), log (allowed and logged by the kernel's audit, when audit is on: auditd or
+    /// audit=1), off
     #[arg(long, value_enum, default_value_t = SeccompMode::Enforce)]
     pub seccomp: SeccompMode,
 
