@@ -38,6 +38,8 @@ const KNOWN_KEYS: usize = 48;
 const PURGE_PPM: u64 = 100;
 /// The checker's pause between two checks.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often the storm says how far the fuzzers are.
+const PROGRESS_EVERY: Duration = Duration::from_secs(300);
 /// Fuzzer kills per thousand storm signals.
 const KILL_PER_MILLE: u64 = 3;
 
@@ -512,9 +514,18 @@ impl BadInput {
             fuzzers.push((s, Some(child)));
         }
         let deadline = Instant::now() + Duration::from_secs(self.seconds + 120);
+        let mut next_report = Instant::now() + PROGRESS_EVERY;
         while fuzzers.iter().any(|(_, c)| c.is_some()) {
             if Instant::now() > deadline {
                 return Err("the fuzzers did not finish in time".into());
+            }
+            if Instant::now() > next_report {
+                next_report += PROGRESS_EVERY;
+                let sent: u64 = fuzzers
+                    .iter()
+                    .map(|(s, _)| read_counts(&s.count_file()).requests)
+                    .sum();
+                report::progress("bad-input", &format!("{sent} requests so far"));
             }
             if !daemon.alive() {
                 return Err("hpkvd died under bad input".into());
