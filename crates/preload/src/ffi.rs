@@ -49,6 +49,16 @@ use crate::get::{self, Answer, CallerMemory, Form, Scratch};
 use crate::{fds, memmap, nodes, stats};
 
 type Fd = c_int;
+type OpenFn = unsafe extern "C" fn(*const c_char, c_int, c_uint) -> Fd;
+type OpenatFn = unsafe extern "C" fn(Fd, *const c_char, c_int, c_uint) -> Fd;
+type Open2Fn = unsafe extern "C" fn(*const c_char, c_int) -> Fd;
+type Openat2Fn = unsafe extern "C" fn(Fd, *const c_char, c_int) -> Fd;
+type CreatFn = unsafe extern "C" fn(*const c_char, libc::mode_t) -> Fd;
+type FopenFn = unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE;
+type FreopenFn =
+    unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
+type MmapFn =
+    unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, Fd, libc::off_t) -> *mut c_void;
 
 /// What each thread keeps (one thread-local, so one look-up per call).
 struct Local {
@@ -457,11 +467,9 @@ fn sys_openat(dirfd: Fd, path: *const c_char, flags: c_int, mode: c_uint) -> Fd 
     )
 }
 
-/// # Safety
-/// As the C library's `open`.
-#[no_mangle]
-pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> Fd {
-    let fd = match next_fn::open() {
+/// The next `open` or `open64`, or the system call before it is known; then the node check.
+unsafe fn open_via(next: Option<OpenFn>, path: *const c_char, flags: c_int, mode: c_uint) -> Fd {
+    let fd = match next {
         Some(f) => f(path, flags, mode),
         None => sys_openat(libc::AT_FDCWD, path, flags, mode),
     };
@@ -469,12 +477,30 @@ pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -
 }
 
 /// # Safety
+/// As the C library's `open`.
+#[no_mangle]
+pub unsafe extern "C" fn open(path: *const c_char, flags: c_int, mode: c_uint) -> Fd {
+    open_via(next_fn::open(), path, flags, mode)
+}
+
+/// # Safety
 /// As the C library's `open64`.
 #[no_mangle]
 pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> Fd {
-    let fd = match next_fn::open64() {
-        Some(f) => f(path, flags, mode),
-        None => sys_openat(libc::AT_FDCWD, path, flags, mode),
+    open_via(next_fn::open64(), path, flags, mode)
+}
+
+/// The next `openat` or `openat64`, or the system call; then the node check.
+unsafe fn openat_via(
+    next: Option<OpenatFn>,
+    dirfd: Fd,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+) -> Fd {
+    let fd = match next {
+        Some(f) => f(dirfd, path, flags, mode),
+        None => sys_openat(dirfd, path, flags, mode),
     };
     after_open(fd, path, flags)
 }
@@ -483,11 +509,7 @@ pub unsafe extern "C" fn open64(path: *const c_char, flags: c_int, mode: c_uint)
 /// As the C library's `openat`.
 #[no_mangle]
 pub unsafe extern "C" fn openat(dirfd: Fd, path: *const c_char, flags: c_int, mode: c_uint) -> Fd {
-    let fd = match next_fn::openat() {
-        Some(f) => f(dirfd, path, flags, mode),
-        None => sys_openat(dirfd, path, flags, mode),
-    };
-    after_open(fd, path, flags)
+    openat_via(next_fn::openat(), dirfd, path, flags, mode)
 }
 
 /// # Safety
@@ -499,9 +521,14 @@ pub unsafe extern "C" fn openat64(
     flags: c_int,
     mode: c_uint,
 ) -> Fd {
-    let fd = match next_fn::openat64() {
-        Some(f) => f(dirfd, path, flags, mode),
-        None => sys_openat(dirfd, path, flags, mode),
+    openat_via(next_fn::openat64(), dirfd, path, flags, mode)
+}
+
+/// The next `__open_2` or `__open64_2`, or the system call; then the node check.
+unsafe fn open_2_via(next: Option<Open2Fn>, path: *const c_char, flags: c_int) -> Fd {
+    let fd = match next {
+        Some(f) => f(path, flags),
+        None => sys_openat(libc::AT_FDCWD, path, flags, 0),
     };
     after_open(fd, path, flags)
 }
@@ -510,20 +537,26 @@ pub unsafe extern "C" fn openat64(
 /// As the C library's `__open_2` (`open` under `_FORTIFY_SOURCE`).
 #[no_mangle]
 pub unsafe extern "C" fn __open_2(path: *const c_char, flags: c_int) -> Fd {
-    let fd = match next_fn::__open_2() {
-        Some(f) => f(path, flags),
-        None => sys_openat(libc::AT_FDCWD, path, flags, 0),
-    };
-    after_open(fd, path, flags)
+    open_2_via(next_fn::__open_2(), path, flags)
 }
 
 /// # Safety
 /// As the C library's `__open64_2`.
 #[no_mangle]
 pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> Fd {
-    let fd = match next_fn::__open64_2() {
-        Some(f) => f(path, flags),
-        None => sys_openat(libc::AT_FDCWD, path, flags, 0),
+    open_2_via(next_fn::__open64_2(), path, flags)
+}
+
+/// The next `__openat_2` or `__openat64_2`, or the system call; then the node check.
+unsafe fn openat_2_via(
+    next: Option<Openat2Fn>,
+    dirfd: Fd,
+    path: *const c_char,
+    flags: c_int,
+) -> Fd {
+    let fd = match next {
+        Some(f) => f(dirfd, path, flags),
+        None => sys_openat(dirfd, path, flags, 0),
     };
     after_open(fd, path, flags)
 }
@@ -532,46 +565,39 @@ pub unsafe extern "C" fn __open64_2(path: *const c_char, flags: c_int) -> Fd {
 /// As the C library's `__openat_2`.
 #[no_mangle]
 pub unsafe extern "C" fn __openat_2(dirfd: Fd, path: *const c_char, flags: c_int) -> Fd {
-    let fd = match next_fn::__openat_2() {
-        Some(f) => f(dirfd, path, flags),
-        None => sys_openat(dirfd, path, flags, 0),
-    };
-    after_open(fd, path, flags)
+    openat_2_via(next_fn::__openat_2(), dirfd, path, flags)
 }
 
 /// # Safety
 /// As the C library's `__openat64_2`.
 #[no_mangle]
 pub unsafe extern "C" fn __openat64_2(dirfd: Fd, path: *const c_char, flags: c_int) -> Fd {
-    let fd = match next_fn::__openat64_2() {
-        Some(f) => f(dirfd, path, flags),
-        None => sys_openat(dirfd, path, flags, 0),
-    };
-    after_open(fd, path, flags)
+    openat_2_via(next_fn::__openat64_2(), dirfd, path, flags)
 }
 
 const CREAT_FLAGS: c_int = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+
+/// The next `creat` or `creat64`, or the system call; then the node check.
+unsafe fn creat_via(next: Option<CreatFn>, path: *const c_char, mode: libc::mode_t) -> Fd {
+    let fd = match next {
+        Some(f) => f(path, mode),
+        None => sys_openat(libc::AT_FDCWD, path, CREAT_FLAGS, mode),
+    };
+    after_open(fd, path, CREAT_FLAGS)
+}
 
 /// # Safety
 /// As the C library's `creat`.
 #[no_mangle]
 pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> Fd {
-    let fd = match next_fn::creat() {
-        Some(f) => f(path, mode),
-        None => sys_openat(libc::AT_FDCWD, path, CREAT_FLAGS, mode),
-    };
-    after_open(fd, path, CREAT_FLAGS)
+    creat_via(next_fn::creat(), path, mode)
 }
 
 /// # Safety
 /// As the C library's `creat64`.
 #[no_mangle]
 pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> Fd {
-    let fd = match next_fn::creat64() {
-        Some(f) => f(path, mode),
-        None => sys_openat(libc::AT_FDCWD, path, CREAT_FLAGS, mode),
-    };
-    after_open(fd, path, CREAT_FLAGS)
+    creat_via(next_fn::creat64(), path, mode)
 }
 
 fn after_open(fd: Fd, path: *const c_char, flags: c_int) -> Fd {
@@ -645,11 +671,13 @@ fn after_fopen(
     wrapped
 }
 
-/// # Safety
-/// As the C library's `fopen`.
-#[no_mangle]
-pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    let Some(f) = next_fn::fopen() else {
+/// The next `fopen` or `fopen64` (ENOSYS before it is known); then the node check.
+unsafe fn fopen_via(
+    next: Option<FopenFn>,
+    path: *const c_char,
+    mode: *const c_char,
+) -> *mut libc::FILE {
+    let Some(f) = next else {
         set_errno(libc::ENOSYS);
         return std::ptr::null_mut();
     };
@@ -657,14 +685,36 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
 }
 
 /// # Safety
+/// As the C library's `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    fopen_via(next_fn::fopen(), path, mode)
+}
+
+/// # Safety
 /// As the C library's `fopen64`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-    let Some(f) = next_fn::fopen64() else {
+    fopen_via(next_fn::fopen64(), path, mode)
+}
+
+/// The next `freopen` or `freopen64` (ENOSYS before it is known); then the node check.
+unsafe fn freopen_via(
+    next: Option<FreopenFn>,
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
+    fds::clear(fileno_of(stream));
+    let Some(f) = next else {
         set_errno(libc::ENOSYS);
         return std::ptr::null_mut();
     };
-    after_fopen(f(path, mode), path, mode)
+    let reopened = f(path, mode, stream);
+    if !reopened.is_null() && !inside() {
+        let _ = opened(fileno_of(reopened), path, stdio_flags(mode), true);
+    }
+    reopened
 }
 
 /// # Safety
@@ -675,16 +725,7 @@ pub unsafe extern "C" fn freopen(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    fds::clear(fileno_of(stream));
-    let Some(f) = next_fn::freopen() else {
-        set_errno(libc::ENOSYS);
-        return std::ptr::null_mut();
-    };
-    let reopened = f(path, mode, stream);
-    if !reopened.is_null() && !inside() {
-        let _ = opened(fileno_of(reopened), path, stdio_flags(mode), true);
-    }
-    reopened
+    freopen_via(next_fn::freopen(), path, mode, stream)
 }
 
 /// # Safety
@@ -695,16 +736,7 @@ pub unsafe extern "C" fn freopen64(
     mode: *const c_char,
     stream: *mut libc::FILE,
 ) -> *mut libc::FILE {
-    fds::clear(fileno_of(stream));
-    let Some(f) = next_fn::freopen64() else {
-        set_errno(libc::ENOSYS);
-        return std::ptr::null_mut();
-    };
-    let reopened = f(path, mode, stream);
-    if !reopened.is_null() && !inside() {
-        let _ = opened(fileno_of(reopened), path, stdio_flags(mode), true);
-    }
-    reopened
+    freopen_via(next_fn::freopen64(), path, mode, stream)
 }
 
 /// # Safety
@@ -836,10 +868,10 @@ pub unsafe extern "C" fn dup3(old: Fd, new: Fd, flags: c_int) -> Fd {
 
 // ------------------------------------------------------------------- mapping changes
 
-/// # Safety
-/// As the C library's `mmap`.
-#[no_mangle]
-pub unsafe extern "C" fn mmap(
+/// The next `mmap` or `mmap64`, or the system call; a fixed mapping may replace the caller's
+/// memory, so the map of readable memory is dropped first.
+unsafe fn mmap_via(
+    next: Option<MmapFn>,
     addr: *mut c_void,
     len: usize,
     prot: c_int,
@@ -850,7 +882,7 @@ pub unsafe extern "C" fn mmap(
     if flags & libc::MAP_FIXED != 0 {
         memmap::invalidate();
     }
-    match next_fn::mmap() {
+    match next {
         Some(f) => f(addr, len, prot, flags, fd, offset),
         None => sys_ptr(
             libc::SYS_mmap,
@@ -867,6 +899,20 @@ pub unsafe extern "C" fn mmap(
 }
 
 /// # Safety
+/// As the C library's `mmap`.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: Fd,
+    offset: libc::off_t,
+) -> *mut c_void {
+    mmap_via(next_fn::mmap(), addr, len, prot, flags, fd, offset)
+}
+
+/// # Safety
 /// As the C library's `mmap64`.
 #[no_mangle]
 pub unsafe extern "C" fn mmap64(
@@ -877,23 +923,7 @@ pub unsafe extern "C" fn mmap64(
     fd: Fd,
     offset: libc::off_t,
 ) -> *mut c_void {
-    if flags & libc::MAP_FIXED != 0 {
-        memmap::invalidate();
-    }
-    match next_fn::mmap64() {
-        Some(f) => f(addr, len, prot, flags, fd, offset),
-        None => sys_ptr(
-            libc::SYS_mmap,
-            [
-                addr.word(),
-                len.word(),
-                prot.word(),
-                flags.word(),
-                fd.word(),
-                offset,
-            ],
-        ),
-    }
+    mmap_via(next_fn::mmap64(), addr, len, prot, flags, fd, offset)
 }
 
 /// # Safety
