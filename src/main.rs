@@ -51,14 +51,7 @@ const _: () = assert!(cli::VIEW_KEYS_LIMIT == hpkv_view::KEYS_MAX);
 const _: () = assert!(cli::VIEW_KEYS_MAX_DEFAULT == view::VIEW_KEYS_MAX_DEFAULT);
 
 /// hpkvd's version: the package's, the commit and the build profile (also in STATS).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("HPKV_GIT_COMMIT"),
-    ", ",
-    env!("HPKV_BUILD_PROFILE"),
-    ")"
-);
+pub const VERSION: &str = env!("HPKV_VERSION");
 
 /// How long the kernel may take to create the device once `CUSE_INIT` is answered.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);

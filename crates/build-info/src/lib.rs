@@ -3,7 +3,9 @@
 //!
 //! - `HPKV_GIT_COMMIT`: the commit the source was built from (12 hex digits), or `unknown`
 //!   outside a git checkout (a release tarball) or without `git`;
-//! - `HPKV_BUILD_PROFILE`: Cargo's profile, `release` or `debug`.
+//! - `HPKV_BUILD_PROFILE`: Cargo's profile, `release` or `debug`;
+//! - `HPKV_VERSION`: what `--version` prints, the package's version with both:
+//!   `0.2.0 (0123456789ab, release)`.
 //!
 //! The build script runs again when the checkout's `HEAD` or the branch it names moves, so the
 //! commit stays the one built.
@@ -32,6 +34,8 @@ pub fn emit() {
     let profile = std::env::var("PROFILE").unwrap_or_else(|_| UNKNOWN.to_string());
     println!("cargo:rustc-env=HPKV_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=HPKV_BUILD_PROFILE={profile}");
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_else(|_| UNKNOWN.to_string());
+    println!("cargo:rustc-env=HPKV_VERSION={version} ({commit}, {profile})");
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
     }

@@ -261,11 +261,4 @@ pub const DUMP_HELP: &str = concat!(
 );
 
 /// hpkvctl's version: the package's, the commit and the build profile.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("HPKV_GIT_COMMIT"),
-    ", ",
-    env!("HPKV_BUILD_PROFILE"),
-    ")"
-);
+pub const VERSION: &str = env!("HPKV_VERSION");
