@@ -45,7 +45,7 @@ cargo build --release --quiet -p hpkv-capi -p hpkv-preload
 cp target/release/hpkvd target/release/hpkvctl target/release/libhpkv.so \
     target/release/libhpkv_preload.so "$payload/"
 # Test targets: the executables cargo reports, copied under their target names.
-cargo test --release --no-run --quiet --test device_suite --test client_suite --test cli_suite --message-format=json-render-diagnostics 2>/dev/null |
+cargo test --release --no-run --quiet --test device_suite --test client_suite --test cli_suite --test view_stress --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
 import json, shutil, sys
 for line in sys.stdin:
