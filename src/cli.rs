@@ -17,6 +17,8 @@ pub const DEFAULT_IMAGE: &str = "/var/lib/hpkv/hpkv.img";
 pub const DEFAULT_USER: &str = "hpkv";
 /// Serving threads at most (each holds a receive buffer of about 1 MiB).
 pub const THREADS_MAX: u16 = 64;
+/// The longest `--poll-us` (a worker's spin for requests before it sleeps), in µs.
+pub const POLL_US_MAX: u64 = 10_000;
 /// The value cache at most: 1 TiB.
 pub const CACHE_MIB_MAX: u64 = 1 << 20;
 /// The default image: at least 16 MiB, at most 16 TiB.
@@ -153,6 +155,13 @@ pub struct ServeOptions {
     #[arg(long, default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=i64::from(THREADS_MAX)))]
     pub threads: u16,
+
+    /// Let one worker spin on the CUSE channel for up to this many µs after each request
+    /// before it sleeps (0: never; at most 10000): lower device latency for up to one CPU
+    /// while requests come
+    #[arg(long, default_value_t = 0, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=POLL_US_MAX))]
+    pub poll_us: u64,
 
     /// The system-call filter hpkvd puts on itself once started: enforce (a call outside it
     /// kills hpkvd), log (allowed and logged by the kernel's audit, when audit is on: auditd or

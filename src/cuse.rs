@@ -6,9 +6,15 @@
 //! holds one worker; the others go on. A write holds its worker while that worker commits
 //! it (when no commit is under way); writes arriving meanwhile are queued by their workers,
 //! which are free at once, and answered by the committing one once durable (group commit).
+//!
+//! With `--poll-us N`, one worker at a time spins before it sleeps: it reads the descriptor
+//! without blocking, over and over, for up to N µs after its last request, so that a request
+//! arriving meanwhile is taken without the wake-up of a sleeping thread. That costs up to one
+//! CPU while requests keep coming, and nothing once they stop for N µs.
 
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
@@ -24,6 +30,8 @@ pub use crate::ffi::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 
 /// Worker threads at most (each holds a receive buffer of about 1 MiB).
 pub const WORKERS_MAX: usize = 64;
+/// The longest a worker may spin for requests (`--poll-us`), in µs.
+pub const POLL_US_MAX: u64 = 10_000;
 
 /// A CUSE device: `/dev/cuse` opened for it (before the privilege drop), then served by
 /// worker threads.
@@ -32,7 +40,17 @@ pub struct Server {
     session: Arc<Session>,
     handler: Arc<Deferred>,
     stop: Arc<EventFd>,
+    spin: Arc<Spin>,
     workers: Vec<JoinHandle<()>>,
+}
+
+/// The spinning worker's bounds: how long, who spins, and when to stop.
+struct Spin {
+    time: Duration,
+    /// Set while one worker spins; the others sleep in `poll`.
+    taken: AtomicBool,
+    /// Set when the workers must stop (the stop event wakes the sleeping ones).
+    stopping: AtomicBool,
 }
 
 /// Why the device could not be served.
@@ -166,22 +184,39 @@ impl Server {
             session,
             handler,
             stop,
+            spin: Arc::new(Spin {
+                time: Duration::ZERO,
+                taken: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+            }),
             workers: Vec::new(),
         })
     }
 
-    /// Serves the device with `handler` on `threads` workers.
-    pub fn start(&mut self, handler: Arc<dyn Handler>, threads: usize) -> Result<(), StartError> {
+    /// Serves the device with `handler` on `threads` workers; with `poll_us` > 0, one of them
+    /// at a time spins for up to `poll_us` µs (at most [`POLL_US_MAX`]) before it sleeps.
+    pub fn start(
+        &mut self,
+        handler: Arc<dyn Handler>,
+        threads: usize,
+        poll_us: u64,
+    ) -> Result<(), StartError> {
         assert!(self.workers.is_empty(), "a server starts once");
         assert!(
             self.handler.0.set(handler).is_ok(),
             "the handler is set once, by start"
         );
+        self.spin = Arc::new(Spin {
+            time: Duration::from_micros(poll_us.min(POLL_US_MAX)),
+            taken: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        });
         for i in 0..threads.clamp(1, WORKERS_MAX) {
-            let (session, stop) = (self.session.clone(), self.stop.clone());
+            let (session, stop, spin) =
+                (self.session.clone(), self.stop.clone(), self.spin.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("hpkv-cuse-{i}"))
-                .spawn(move || work(&session, &stop))
+                .spawn(move || work(&session, &stop, &spin))
                 .map_err(StartError::Spawn)?;
             self.workers.push(worker);
         }
@@ -218,6 +253,7 @@ impl Server {
     /// Stops the workers. The device stays registered (pending replies can still be sent)
     /// until [`Server::unregister`].
     pub fn stop_workers(&mut self) {
+        self.spin.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.write(1);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -231,9 +267,13 @@ impl Server {
     }
 }
 
-fn work(session: &Session, stop: &EventFd) {
+fn work(session: &Session, stop: &EventFd, spin: &Spin) {
     let mut buf = Buffer::new();
     loop {
+        if spin_for_request(session, &mut buf, spin) {
+            session.process(&buf);
+            continue;
+        }
         let mut fds = [
             PollFd::new(session.fd(), PollFlags::POLLIN),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
@@ -263,4 +303,27 @@ fn work(session: &Session, stop: &EventFd) {
     }
     // Wake everybody (and main): the connection is unusable.
     let _ = stop.write(1);
+}
+
+/// Reads the descriptor without blocking until a request comes or `spin.time` passes, if no
+/// other worker is spinning (`true`: a request is in `buf`). An end of the connection or an
+/// error is left for the caller's `poll` and read to find.
+fn spin_for_request(session: &Session, buf: &mut Buffer, spin: &Spin) -> bool {
+    if spin.time.is_zero() || spin.taken.swap(true, Ordering::Acquire) {
+        return false;
+    }
+    let deadline = Instant::now() + spin.time;
+    let got = loop {
+        match session.receive(buf) {
+            Received::Request => break true,
+            Received::Again => {}
+            Received::Exited | Received::Error(_) => break false,
+        }
+        if spin.stopping.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            break false;
+        }
+        std::hint::spin_loop();
+    };
+    spin.taken.store(false, Ordering::Release);
+    got
 }

@@ -47,6 +47,7 @@ mod store;
 mod view;
 
 const _: () = assert!(cli::THREADS_MAX as usize == cuse::WORKERS_MAX);
+const _: () = assert!(cli::POLL_US_MAX == cuse::POLL_US_MAX);
 const _: () = assert!(cli::VIEW_KEYS_LIMIT == hpkv_view::KEYS_MAX);
 const _: () = assert!(cli::VIEW_KEYS_MAX_DEFAULT == view::VIEW_KEYS_MAX_DEFAULT);
 
@@ -248,8 +249,11 @@ impl Running {
         let info = monitor::identity(&self.engine, &opts.name, path, profile, durability);
         let device = HpkvDevice::new(self.engine.clone(), profile, self.view.clone());
         let registered_at = SystemTime::now();
-        self.server
-            .start(Arc::new(device.with_info(info)), usize::from(opts.threads))?;
+        self.server.start(
+            Arc::new(device.with_info(info)),
+            usize::from(opts.threads),
+            opts.poll_us,
+        )?;
         self.server.wait_registered(REGISTER_TIMEOUT)?;
         notifier.status(&format!("waiting for udev to set up /dev/{}", opts.name));
         let expected = run_as

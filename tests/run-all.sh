@@ -32,7 +32,7 @@ cargo fmt --all -- --check
 # Every member, the bench included, and every target.
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The VM suites (test = false, so --all-targets leaves them out).
-cargo clippy --quiet --test device_suite --test client_suite --test cli_suite --test view_stress -- -D warnings
+cargo clippy --quiet --test device_suite --test client_suite --test cli_suite --test view_stress --test get_latency -- -D warnings
 tests/lint-policy.sh
 
 step "cargo doc, warnings denied"
