@@ -1,22 +1,24 @@
 //! The CUSE server: registers the device and serves its requests with a pool of threads.
 //!
-//! A CUSE channel cannot be cloned, so every worker reads the same /dev/cuse descriptor.
-//! It is non-blocking: a worker polls it together with a stop event, and a worker that lost
-//! the race for a request just polls again. A slow request (a disk read, a large value)
+//! A CUSE channel cannot be cloned, so every worker reads the same /dev/cuse descriptor. The
+//! workers take turns (leader and followers): one worker, the listener, waits for the next
+//! request (in `poll`, with a stop event) while the others wait for their turn on a mutex; the
+//! listener hands the turn on as soon as it has read a request, then serves it. So a request
+//! wakes one thread, not every worker (each wake-up of a thread that then finds nothing to read
+//! cost a whole CPU under load in the VM). A slow request (a disk read, a large value)
 //! holds one worker; the others go on. A write holds its worker while that worker commits
 //! it (when no commit is under way); writes arriving meanwhile are queued by their workers,
 //! which are free at once, and answered by the committing one once durable (group commit).
 //!
-//! With `--poll-us N`, one worker at a time spins before it sleeps: it reads the descriptor
-//! without blocking, over and over, for up to N µs after its last request, so that a request
-//! arriving meanwhile is taken without the wake-up of a sleeping thread. That costs up to one
-//! CPU while requests keep coming, and nothing once they stop for N µs.
+//! With `--poll-us N`, the listener spins before it sleeps: it reads the descriptor without
+//! blocking, over and over, for up to N µs, so that a request arriving meanwhile is taken
+//! without waking a sleeping thread. That costs up to one CPU while requests keep coming, and
+//! nothing once they stop for N µs.
 
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,16 +42,17 @@ pub struct Server {
     session: Arc<Session>,
     handler: Arc<Deferred>,
     stop: Arc<EventFd>,
-    spin: Arc<Spin>,
+    turns: Arc<Turns>,
     workers: Vec<JoinHandle<()>>,
 }
 
-/// The spinning worker's bounds: how long, who spins, and when to stop.
-struct Spin {
-    time: Duration,
-    /// Set while one worker spins; the others sleep in `poll`.
-    taken: AtomicBool,
-    /// Set when the workers must stop (the stop event wakes the sleeping ones).
+/// How the workers take turns at listening.
+struct Turns {
+    /// Held by the listener; the other idle workers wait on it.
+    listener: Mutex<()>,
+    /// How long the listener spins before it sleeps in `poll` (`--poll-us`).
+    spin: Duration,
+    /// Set when the workers must stop (the stop event wakes a listener asleep in `poll`).
     stopping: AtomicBool,
 }
 
@@ -184,17 +187,17 @@ impl Server {
             session,
             handler,
             stop,
-            spin: Arc::new(Spin {
-                time: Duration::ZERO,
-                taken: AtomicBool::new(false),
+            turns: Arc::new(Turns {
+                listener: Mutex::new(()),
+                spin: Duration::ZERO,
                 stopping: AtomicBool::new(false),
             }),
             workers: Vec::new(),
         })
     }
 
-    /// Serves the device with `handler` on `threads` workers; with `poll_us` > 0, one of them
-    /// at a time spins for up to `poll_us` µs (at most [`POLL_US_MAX`]) before it sleeps.
+    /// Serves the device with `handler` on `threads` workers; with `poll_us` > 0, the listener
+    /// spins for up to `poll_us` µs (at most [`POLL_US_MAX`]) before it sleeps.
     pub fn start(
         &mut self,
         handler: Arc<dyn Handler>,
@@ -206,17 +209,17 @@ impl Server {
             self.handler.0.set(handler).is_ok(),
             "the handler is set once, by start"
         );
-        self.spin = Arc::new(Spin {
-            time: Duration::from_micros(poll_us.min(POLL_US_MAX)),
-            taken: AtomicBool::new(false),
+        self.turns = Arc::new(Turns {
+            listener: Mutex::new(()),
+            spin: Duration::from_micros(poll_us.min(POLL_US_MAX)),
             stopping: AtomicBool::new(false),
         });
         for i in 0..threads.clamp(1, WORKERS_MAX) {
-            let (session, stop, spin) =
-                (self.session.clone(), self.stop.clone(), self.spin.clone());
+            let (session, stop, turns) =
+                (self.session.clone(), self.stop.clone(), self.turns.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("hpkv-cuse-{i}"))
-                .spawn(move || work(&session, &stop, &spin))
+                .spawn(move || work(&session, &stop, &turns))
                 .map_err(StartError::Spawn)?;
             self.workers.push(worker);
         }
@@ -253,7 +256,7 @@ impl Server {
     /// Stops the workers. The device stays registered (pending replies can still be sent)
     /// until [`Server::unregister`].
     pub fn stop_workers(&mut self) {
-        self.spin.stopping.store(true, Ordering::Relaxed);
+        self.turns.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.write(1);
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -267,13 +270,43 @@ impl Server {
     }
 }
 
-fn work(session: &Session, stop: &EventFd, spin: &Spin) {
+/// What a listener's wait ended with.
+enum Next {
+    /// A request is in the buffer.
+    Request,
+    /// The stop event: return.
+    Stop,
+    /// The connection ended or failed: stop everybody.
+    End,
+}
+
+fn work(session: &Session, stop: &EventFd, turns: &Turns) {
     let mut buf = Buffer::new();
     loop {
-        if spin_for_request(session, &mut buf, spin) {
-            session.process(&buf);
-            continue;
+        let next = {
+            // A panic elsewhere cannot leave the turn in a bad state: it holds no data.
+            let _turn = turns
+                .listener
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            listen(session, stop, &mut buf, turns)
+        };
+        match next {
+            Next::Request => session.process(&buf),
+            Next::Stop => return,
+            Next::End => break,
         }
+    }
+    // Wake everybody (and main): the connection is unusable.
+    let _ = stop.write(1);
+}
+
+/// The listener's wait for the next request: spinning first (`--poll-us`), then in `poll`.
+fn listen(session: &Session, stop: &EventFd, buf: &mut Buffer, turns: &Turns) -> Next {
+    if spin_for_request(session, buf, turns) {
+        return Next::Request;
+    }
+    loop {
         let mut fds = [
             PollFd::new(session.fd(), PollFlags::POLLIN),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
@@ -282,48 +315,45 @@ fn work(session: &Session, stop: &EventFd, spin: &Spin) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
                 log::error!("poll on /dev/cuse: {e}");
-                break;
+                return Next::End;
             }
         }
+        // The stop event stays readable, so every worker in turn sees it.
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            return;
+            return Next::Stop;
         }
-        match session.receive(&mut buf) {
-            Received::Request => session.process(&buf),
+        match session.receive(buf) {
+            Received::Request => return Next::Request,
             Received::Again => {}
             Received::Exited => {
                 log::warn!("the kernel closed the CUSE connection");
-                break;
+                return Next::End;
             }
             Received::Error(errno) => {
                 log::error!("reading /dev/cuse: {}", nix::errno::Errno::from_raw(errno));
-                break;
+                return Next::End;
             }
         }
     }
-    // Wake everybody (and main): the connection is unusable.
-    let _ = stop.write(1);
 }
 
-/// Reads the descriptor without blocking until a request comes or `spin.time` passes, if no
-/// other worker is spinning (`true`: a request is in `buf`). An end of the connection or an
-/// error is left for the caller's `poll` and read to find.
-fn spin_for_request(session: &Session, buf: &mut Buffer, spin: &Spin) -> bool {
-    if spin.time.is_zero() || spin.taken.swap(true, Ordering::Acquire) {
+/// Reads the descriptor without blocking until a request comes or `turns.spin` passes
+/// (`true`: a request is in `buf`). An end of the connection or an error is left for `poll`
+/// and the read after it to find.
+fn spin_for_request(session: &Session, buf: &mut Buffer, turns: &Turns) -> bool {
+    if turns.spin.is_zero() {
         return false;
     }
-    let deadline = Instant::now() + spin.time;
-    let got = loop {
+    let deadline = Instant::now() + turns.spin;
+    loop {
         match session.receive(buf) {
-            Received::Request => break true,
+            Received::Request => return true,
             Received::Again => {}
-            Received::Exited | Received::Error(_) => break false,
+            Received::Exited | Received::Error(_) => return false,
         }
-        if spin.stopping.load(Ordering::Relaxed) || Instant::now() >= deadline {
-            break false;
+        if turns.stopping.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return false;
         }
         std::hint::spin_loop();
-    };
-    spin.taken.store(false, Ordering::Release);
-    got
+    }
 }
