@@ -49,6 +49,8 @@ pub const VIEW_GROUP: &str = "hpkv";
 pub const VIEW_KEYS_MIN: u64 = 16_384;
 /// The default of `--view-keys-max`: at most 4 Mi keys (a key table of 256 MiB).
 pub const VIEW_KEYS_MAX_DEFAULT: u64 = 4 << 20;
+/// How long hpkvd waits for the node's device number to show in sysfs.
+const DEVICE_NUMBER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Key arena bytes planned per key of capacity before any key is known.
 const KEY_BLOCK_BYTES_DEFAULT: u64 = 32;
 /// Key arena bytes planned per key of capacity at least.
@@ -269,7 +271,7 @@ impl SharedView {
     /// [`publish`](Self::publish) for CUSE device `name` (its number from sysfs); without
     /// one, the view is dropped.
     pub fn publish_for(&self, name: &str) {
-        match cuse_device_number(name) {
+        match wait_for_device_number(name) {
             Ok(rdev) => self.publish(rdev),
             Err(e) => {
                 log::warn!("/dev/{name}: its device number: {e}; serving without the shared view");
@@ -557,6 +559,22 @@ fn prepare_dir(dir: &Path, gid: Option<u32>) -> io::Result<()> {
         std::os::unix::fs::chown(dir, None, Some(gid))?;
     }
     Ok(())
+}
+
+/// [`cuse_device_number`], waiting up to [`DEVICE_NUMBER_WAIT`]: the kernel creates the
+/// device's sysfs directory before its `dev` attribute.
+fn wait_for_device_number(name: &str) -> io::Result<u64> {
+    let deadline = std::time::Instant::now() + DEVICE_NUMBER_WAIT;
+    loop {
+        match cuse_device_number(name) {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// `st_rdev` of the character device the kernel registered for CUSE device `name`, read
