@@ -2,13 +2,17 @@
 # bench/vm-reads/run.sh — the Rust client's GET through the shared view and through the device,
 # and the polling device path (hpkvd --poll-us), in the VM, one boot (one command; not a test).
 #
-# Usage: bench/vm-reads/run.sh [--keys K] [--samples N] [--poll-us "50 200"] [--verbose]
+# Usage: bench/vm-reads/run.sh [--keys K] [--samples N] [--rounds R] [--poll-us "50 200"]
+#                              [--also-hpkvd PATH] [--verbose]
 #
-# The module's method: one client, sequential, each GET timed alone, every value verified. In
-# one boot: getppid() p50 (the baseline); hpkvd (--poll-us 0) with K keys of 100 bytes: GETs
-# through the view (Client::get) and through the device (Client::without_view); then hpkvd
-# again with each --poll-us value: GETs through the device, with the daemon's CPU time per GET
-# (/proc/PID/stat) and its CPU time over 5 idle seconds. Prints the table last.
+# The module's method: one client, sequential, each GET timed alone, every value verified. One
+# boot, three daemons at once (--poll-us 0 and the two values given), K keys of 100 bytes each;
+# R rounds, each: getppid() (the baseline), GETs through the view (Client::get on the first
+# daemon), GETs through the device (Client::without_view) on each daemon, with the daemon's CPU
+# time (/proc/PID/stat). Each figure is divided by its round's getppid() p50; the table shows the
+# median over the rounds (the host's speed drifts, so rounds interleave everything). Then each
+# daemon's CPU over 5 idle seconds. --also-hpkvd serves one more store with another build of
+# hpkvd (row "device-also"), to compare two builds in one boot. Prints the table last.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(cd "$here/../.." && pwd -P)
@@ -16,13 +20,17 @@ repo=$(cd "$here/../.." && pwd -P)
 . "$repo/tests/vm/common.sh"
 
 keys=1000
-samples=20000
+samples=2000
+rounds=5
 poll="50 200"
+also=""
 vm_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
         --keys) keys=$2; shift ;;
         --samples) samples=$2; shift ;;
+        --rounds) rounds=$2; shift ;;
+        --also-hpkvd) also=$2; shift ;;
         --poll-us) poll=$2; shift ;;
         --verbose) vm_opts+=(--verbose) ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -50,44 +58,55 @@ for line in sys.stdin:
 ' "$payload"
 [ -x "$payload/get_latency" ] || hpkv_die "get_latency was not built"
 install -m 0755 "$here/guest-main" "$payload/guest-main"
+[ -z "$also" ] || install -m 0755 "$also" "$payload/hpkvd-also"
 
 log=$out/vm.log
 rc=0
 "$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --name bench-reads --log "$log" --timeout 3600 \
-    --append-cmdline "HPKV_BENCH_KEYS=$keys HPKV_BENCH_SAMPLES=$samples HPKV_BENCH_POLL=${poll// /,}" \
+    --append-cmdline "HPKV_BENCH_KEYS=$keys HPKV_BENCH_SAMPLES=$samples HPKV_BENCH_ROUNDS=$rounds HPKV_BENCH_POLL=${poll// /,}" \
     "${vm_opts[@]+"${vm_opts[@]}"}" || rc=$?
 
-python3 - "$log" "$keys" "$samples" <<'PY'
-import re, sys
-mode, ppid, rows, cpu = "", [], {}, {}
+python3 - "$log" "$keys" "$samples" "$rounds" <<'PY'
+import re, statistics, sys
+rnd, mode, base = None, None, None
+ratios, p50s, cpu, idle, ppids = {}, {}, {}, {}, []
 for l in open(sys.argv[1], errors="replace"):
     l = l.strip()
-    if m := re.match(r"^BENCH-MODE (\S+)$", l):
+    if m := re.match(r"^BENCH-ROUND (\S+)$", l):
+        rnd = m.group(1)
+    elif m := re.match(r"^BENCH-MODE (\S+)$", l):
         mode = m.group(1)
     elif m := re.match(r"^BENCH (\S+) (\d+) (\d+) (\d+) (\d+)$", l):
-        name, p50, mean, p99, n = m.group(1), *map(int, m.groups()[1:])
-        if name == "getppid":
-            ppid.append(p50)
-        else:
-            rows[f"{mode} {name}"] = (p50, mean, p99, n)
+        p50 = int(m.group(2))
+        if m.group(1) == "getppid":
+            base = p50
+            ppids.append(p50)
+        elif base:
+            ratios.setdefault(mode, []).append((p50 / base, int(m.group(3)) / base, int(m.group(4)) / base))
+            p50s.setdefault(mode, []).append(p50)
     elif m := re.match(r"^BENCH-CPU (\S+) (\d+) (\d+) (\d+)$", l):
-        cpu[f"{mode} {m.group(1)}"] = tuple(map(int, m.groups()[1:]))
-if not ppid:
+        c, wall, calls = map(int, m.groups()[1:])
+        if rnd == "idle":
+            idle[mode] = (c, wall)
+        else:
+            t = cpu.setdefault(mode, [0, 0, 0])
+            t[0] += c; t[1] += wall; t[2] += calls
+if not ppids:
     sys.exit("no getppid baseline in the log")
-base = sorted(ppid)[len(ppid) // 2]
+med = statistics.median
 print()
-print(f"GET latency in the VM (TCG), one boot, {sys.argv[2]} keys of 100 bytes, {sys.argv[3]} GETs")
-print(f"per row, each timed alone; divided by getppid() p50 = {base} ns (median of {len(ppid)} runs")
-print(f"in the same boot: {', '.join(map(str, ppid))} ns).")
+print(f"GET latency in the VM (TCG), one boot, {sys.argv[2]} keys of 100 bytes; {sys.argv[4]} rounds of")
+print(f"{sys.argv[3]} GETs per row, each timed alone, every value verified. Each figure is divided by its")
+print(f"round's getppid() p50 (p50 {min(ppids)}-{max(ppids)} ns over the rounds); the median over the rounds.")
 print()
-print("| hpkvd | client GET | p50 | mean | p99 | p50 ratio | daemon CPU per GET | daemon CPU idle |")
-print("|---|---|--:|--:|--:|--:|--:|--:|")
-for key, (p50, mean, p99, n) in rows.items():
-    daemon, how = key.split(" ", 1)
-    c = cpu.get(key)
-    per = f"{c[0] * 1e6 / c[2]:.0f} ns ({c[0]} ms / {c[1]} ms wall)" if c and c[2] else "-"
-    idle = cpu.get(f"{daemon} idle")
-    idle_s = f"{idle[0]} ms in {idle[1] // 1000} s" if idle else "-"
-    print(f"| {daemon} | {how} | {p50} ns | {mean} ns | {p99} ns | {p50 / base:.2f} | {per} | {idle_s} |")
+print("| client GET | p50 / getppid | mean / getppid | p99 / getppid | p50 (median) | daemon CPU per GET | daemon CPU idle |")
+print("|---|--:|--:|--:|--:|--:|--:|")
+for mode, rs in ratios.items():
+    c = cpu.get(mode)
+    per = f"{c[0] * 1e6 / c[2]:,.0f} ns ({c[0] * 100 / max(c[1], 1):.0f}% of a CPU)" if c and c[2] else "-"
+    i = idle.get(mode)
+    idle_s = f"{i[0]} ms in {i[1] // 1000} s" if i else "-"
+    print(f"| {mode} | {med(r[0] for r in rs):.2f} | {med(r[1] for r in rs):.2f} | {med(r[2] for r in rs):.2f} | "
+          f"{med(p50s[mode]):,.0f} ns | {per} | {idle_s} |")
 PY
 exit "$rc"
