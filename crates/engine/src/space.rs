@@ -54,6 +54,16 @@ pub(crate) enum Purpose {
 }
 
 impl Purpose {
+    /// Whether a write for `self` may go into a segment taken for `taken_for`: deletes
+    /// anywhere, puts only into a segment taken for puts, never into one from the reserve.
+    pub fn may_write_in(self, taken_for: Purpose) -> bool {
+        match self {
+            Purpose::Put => taken_for == Purpose::Put,
+            Purpose::Delete | Purpose::Compaction => true,
+        }
+    }
+
+    /// Free segments a write for `self` must leave to the others.
     fn reserve(self) -> usize {
         match self {
             Purpose::Put => 2,
@@ -273,6 +283,14 @@ mod tests {
             .allocate(Purpose::Compaction, SegState::CompactionOutput, &pins)
             .is_some());
         assert_eq!(s.free_count(), 0);
+    }
+
+    #[test]
+    fn puts_never_write_into_the_reserve() {
+        assert!(Purpose::Put.may_write_in(Purpose::Put));
+        assert!(!Purpose::Put.may_write_in(Purpose::Delete));
+        assert!(Purpose::Delete.may_write_in(Purpose::Put));
+        assert!(Purpose::Delete.may_write_in(Purpose::Delete));
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub(crate) struct Committer {
     shared: Arc<Shared>,
     compactor: Arc<Compactor>,
     log: Option<SegmentWriter>,
+    /// Whose space the active segment was taken from: a segment taken for deletes (from
+    /// the reserve puts may not touch) takes no put, so the reserve stays the deletes'.
+    log_taken_for: Purpose,
     spare: Option<AlignedBuf>,
     /// Segments filled during the current batch. They are sealed (and so become candidates
     /// for compaction) only after the batch is in the index: until then compaction would
@@ -279,6 +282,8 @@ impl Committer {
             shared,
             compactor,
             log,
+            // A resumed segment was sealed, not taken from the free segments.
+            log_taken_for: Purpose::Put,
             spare: None,
             filled: Vec::new(),
             next_seq,
@@ -472,14 +477,22 @@ impl Committer {
         self.shared.read_value(key, found).map(Some)
     }
 
-    /// Makes sure the active segment can take `len` more bytes, sealing it and opening a
-    /// new one if not. Waits a bounded time for compaction when the device is full.
+    /// Makes sure the active segment can take `len` more bytes for `purpose`, sealing it and
+    /// opening a new one if not. Waits a bounded time for compaction when the device is
+    /// full. The new segment is found before the active one is retired, so a write that
+    /// answers ENOSPC leaves the active segment's room to the writes that may use it.
     fn make_room(&mut self, len: usize, purpose: Purpose) -> Result<(), Error> {
-        if self.log.as_ref().is_some_and(|w| w.fits(len)) {
+        let usable = self.log.as_ref().is_some_and(|w| w.fits(len))
+            && purpose.may_write_in(self.log_taken_for);
+        if usable {
             return Ok(());
         }
-        self.retire_active()?;
         let (segment, incarnation) = self.allocate(purpose)?;
+        if let Err(e) = self.retire_active() {
+            // Nothing was written to the new segment: it is free again.
+            self.shared.segments.release(segment);
+            return Err(e);
+        }
         let buf = match self.spare.take() {
             Some(b) => b,
             None => AlignedBuf::zeroed(self.shared.geometry.segment_len())?,
@@ -491,6 +504,7 @@ impl Committer {
             incarnation,
             self.next_seq,
         ));
+        self.log_taken_for = purpose;
         Ok(())
     }
 

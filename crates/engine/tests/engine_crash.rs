@@ -1664,14 +1664,17 @@ fn deletes_work_on_a_full_device_after_a_crash() {
     dev.crash_after(74);
     drop(run_workload(&dev, &ops, Durability::Sync, Some(&reference.results), None).engine);
     let (_dev, engine, contents) = recover(dev.crash_image(CrashMode::LoseAll, 0), "crash");
-    // The restart resumed the log in place, so some room may be left: use it up.
+    // The restart resumed the log in place, so some room may be left: use it up, with large
+    // values and then small ones (a put that does not fit leaves the room to smaller ones).
     let mut filled = 0;
-    while engine
-        .put(format!("fill{filled}").as_bytes(), &value(filled, 50_000))
-        .is_ok()
-    {
-        filled += 1;
-        assert!(filled < 100, "the device never got full");
+    for len in [50_000, 5_000, 500, 1] {
+        while engine
+            .put(format!("fill{filled}").as_bytes(), &value(filled, len))
+            .is_ok()
+        {
+            filled += 1;
+            assert!(filled < 2000, "the device never got full");
+        }
     }
     assert!(matches!(engine.put(b"x", b"y"), Err(Error::NoSpace)));
     let (k, _) = contents.iter().max_by_key(|(_, v)| v.len()).unwrap();
@@ -1691,15 +1694,12 @@ fn deletes_work_on_a_full_device_after_a_crash() {
 /// "A full device answers ENOSPC; reads and deletes keep working" (README, deviation 12),
 /// while writers go on putting. Puts of large values and deletes of existing keys on an
 /// 8 MiB device asked to hold more than it can: every delete of a key that is there must
-/// succeed. It does not: within a few hundred operations a delete answers ENOSPC, with no
-/// free segment left (`segments_free: 0`) though the live data (6.9 MB) is well below the
-/// log (8.1 MB), so compaction has nowhere to write. The likely path: a delete takes the
-/// last free segment as a last resort (writer.rs `make_room`), it becomes the active
-/// segment, later puts fill it, and nothing is left for compaction or the next delete.
-/// Found by the VM torture suite's full-device scenario (crates/torture, `enospc`), which
-/// fills the device without deletes until this is fixed.
+/// succeed, and so must a PURGE at the end, after which puts work again. It used to fail
+/// within a few hundred operations: a delete took the last free segment as a last resort
+/// (writer.rs `make_room`), later puts filled it, and nothing was left for compaction or
+/// the next delete. Puts now never write into a segment taken from the reserve (DESIGN.md,
+/// "Full device"). Found by the VM torture suite's full-device scenario (crates/torture).
 #[test]
-#[ignore = "engine bug (issue 11 report): a delete answers ENOSPC once puts fill the segment a delete took"]
 fn deletes_keep_working_on_a_full_device_while_puts_go_on() {
     let dev = Arc::new(FaultyDevice::new(8 << 20, BLOCK));
     let engine = Engine::open(dev, Config::default()).expect("open");
@@ -1733,6 +1733,15 @@ fn deletes_keep_working_on_a_full_device_while_puts_go_on() {
         }
     }
     assert!(full > 0, "the device never got full");
+    assert!(deletes > 1000, "only {deletes} deletes");
+    engine.purge().expect("a PURGE on a full device");
+    assert!(scan_all(&engine).is_empty(), "the PURGE left keys");
+    for k in 0..20 {
+        let key = format!("after{k}").into_bytes();
+        engine
+            .put(&key, &value(k, 90_000))
+            .expect("a put after the PURGE");
+    }
     eprintln!("full device: {full} puts answered ENOSPC, {deletes} deletes all succeeded");
 }
 
