@@ -45,6 +45,9 @@ fn check_record(b: &[u8], seed: u32, incarnation: u32) {
         assert_eq!(r.value.as_ptr(), b[RECORD_HEADER_LEN + r.key.len()..].as_ptr());
         let mut again = vec![0u8; len];
         encode_record(&mut again, seed, incarnation, r.seq, r.kind, r.key, r.value);
+        if r.after_flush {
+            format::mark_after_flush(&mut again, seed);
+        }
         assert_eq!(again, b[..len], "a decoded record encodes back to its bytes");
     }
 }

@@ -32,7 +32,7 @@ use crate::format::{self, Kind, SegmentHeader, SegmentState};
 use crate::index::{Index, Loc};
 use crate::lock::{Guard, Level, OrderedMutex};
 use crate::num::{seg_u32, u64_of, usize_of};
-use crate::segment::SegmentWriter;
+use crate::segment::{DurableMark, SegmentWriter};
 use crate::space::{low_free_segments, Purpose, SegInfo, SegState, Space};
 use crate::store::{Counters, Shared};
 
@@ -50,6 +50,9 @@ const PIN_POLL: Duration = Duration::from_micros(50);
 #[derive(Default)]
 pub(crate) struct CompactionState {
     output: Option<SegmentWriter>,
+    /// Headers of outputs filled during the round, saying all their records are durable:
+    /// written in step 4, after step 2's flush.
+    filled_marks: Vec<DurableMark>,
     spare: Option<AlignedBuf>,
     read_buf: Option<AlignedBuf>,
 }
@@ -60,6 +63,7 @@ impl CompactionState {
         if let Some(w) = self.output.take() {
             self.spare = Some(w.into_buf());
         }
+        self.filled_marks.clear();
     }
 
     /// Bytes the output segment can still take; `None` when there is no output segment yet.
@@ -244,6 +248,14 @@ impl Compactor {
             return Ok(None);
         };
         let forget = self.install(victim, copied);
+        // The output's headers say how far its records are durable (step 2 flushed them),
+        // so that damage to them is found rather than taken for a torn write; the erase's
+        // flush makes them durable.
+        let marks = std::mem::take(&mut st.filled_marks);
+        let current = st.output.as_mut().and_then(SegmentWriter::flushed_mark);
+        for mark in marks.iter().chain(current.as_ref()) {
+            mark.write(&self.shared)?;
+        }
         self.erase(victim)?;
         // 5. Its dead records are gone from the disk.
         {
@@ -460,6 +472,7 @@ impl Compactor {
         if let Some(out) = st.output.as_mut() {
             out.write_out(&self.shared)?;
             self.shared.disk.flush()?;
+            out.note_flushed();
             self.shared.segments.note_written(out.segment, out.fill());
         } else {
             self.shared.disk.flush()?;
@@ -486,6 +499,8 @@ impl Compactor {
     ) -> Result<(), Error> {
         if let Some(mut full) = st.output.take() {
             full.write_out(&self.shared)?;
+            // Written in step 4, after the round's flush covered it.
+            st.filled_marks.extend(full.written_mark());
             self.shared.segments.seal(full.segment, full.fill());
             st.spare = Some(full.into_buf());
         }

@@ -97,6 +97,31 @@ pub enum Corruption {
         /// The segment.
         segment: u32,
     },
+    /// A log segment's records stop, at bytes that are no valid record, before the end its
+    /// header says was on stable media: damage, not a torn write.
+    LogBeforeDurableEnd {
+        /// The segment.
+        segment: u32,
+        /// Where the valid records end, from the segment's start.
+        records_end: u64,
+        /// Bytes the header says were on stable media.
+        durable_end: u32,
+    },
+    /// A log segment's records stop at bytes that are no valid record, but a record further
+    /// on was written after those bytes were flushed: damage, not a torn write.
+    LogBeforeFlushedRecord {
+        /// The segment.
+        segment: u32,
+        /// Where the valid records end, from the segment's start.
+        records_end: u64,
+        /// Where the later record is, from the segment's start.
+        later_record: u64,
+    },
+    /// A segment header block of this store that fails its checksum or checks.
+    DamagedSegmentHeader {
+        /// The segment.
+        segment: u32,
+    },
     /// A sealed segment's records end before the bytes the table says were written.
     SegmentTail {
         /// The segment.
@@ -123,6 +148,31 @@ impl fmt::Display for Corruption {
             Corruption::SegmentHeader { segment } => {
                 write!(f, "segment {segment}: its header is unreadable")
             }
+            Corruption::LogBeforeDurableEnd {
+                segment,
+                records_end,
+                durable_end,
+            } => write!(
+                f,
+                "segment {segment}: the record at byte {records_end} is damaged (checksum or \
+                 lengths), but its header says the records up to byte {durable_end} were on \
+                 stable media"
+            ),
+            Corruption::LogBeforeFlushedRecord {
+                segment,
+                records_end,
+                later_record,
+            } => write!(
+                f,
+                "segment {segment}: the record at byte {records_end} is damaged (checksum or \
+                 lengths), but the record at byte {later_record} was written after it was on \
+                 stable media"
+            ),
+            Corruption::DamagedSegmentHeader { segment } => write!(
+                f,
+                "segment {segment}: its header is damaged (checksum or checks), so its records \
+                 cannot be trusted or skipped"
+            ),
             Corruption::SegmentTail {
                 segment,
                 records_end,
@@ -158,6 +208,9 @@ pub enum OpenError {
     Incompatible(Incompatible),
     /// The device failed while opening.
     Io(io::Error),
+    /// The store is damaged: bytes that were on stable media fail their checks. Opening it
+    /// would lose data, so it is refused; nothing was written to the device.
+    Corrupt(Corruption),
 }
 
 /// Why a store and its device do not fit together.
@@ -228,6 +281,11 @@ impl fmt::Display for OpenError {
             ),
             OpenError::Incompatible(why) => write!(f, "cannot open this store: {why}"),
             OpenError::Io(e) => write!(f, "device error while opening: {e}"),
+            OpenError::Corrupt(c) => write!(
+                f,
+                "the store is damaged, refusing to open it (opening would lose data; nothing \
+                 was written): {c}"
+            ),
         }
     }
 }
@@ -238,6 +296,7 @@ impl std::error::Error for OpenError {
             OpenError::Device(e) => Some(e),
             OpenError::Incompatible(e) => Some(e),
             OpenError::Io(e) => Some(e),
+            OpenError::Corrupt(c) => Some(c),
             OpenError::ForeignData | OpenError::Blank | OpenError::TooSmall { .. } => None,
         }
     }

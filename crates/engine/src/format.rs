@@ -8,9 +8,13 @@ use crate::le::{u16_at, u32_at, u64_at};
 use crate::num::{u64_of, usize_of};
 use std::fmt;
 
-/// The version of the on-disk format, in the superblock and every segment header
+/// The version of the on-disk format written, in the superblock and every segment header
 /// (DESIGN.md, "Format versions").
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version read. A store of format 1 is upgraded when opened (its
+/// superblock is rewritten before any record is), so that a format-1 binary, which would
+/// take format 2's flagged records for the end of the log, refuses it.
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 
 /// Bytes of a superblock copy that carry data (the rest of its block is zero).
 pub const SUPERBLOCK_LEN: usize = 256;
@@ -128,12 +132,18 @@ impl Superblock {
         b
     }
 
-    /// `None` unless `b` holds a superblock of this format with a valid checksum.
+    /// `None` unless `b` holds a superblock of a format read here with a valid checksum.
     pub fn decode(b: &[u8]) -> Option<Superblock> {
+        Superblock::decode_versioned(b).map(|(sb, _)| sb)
+    }
+
+    /// [`Superblock::decode`], and the format version the superblock was written with.
+    pub fn decode_versioned(b: &[u8]) -> Option<(Superblock, u32)> {
         if b.len() < SUPERBLOCK_LEN || b[0..8] != SUPERBLOCK_MAGIC {
             return None;
         }
-        if u32_at(b, 8) != crc(&b[12..SUPERBLOCK_LEN]) || u32_at(b, 12) != FORMAT_VERSION {
+        let version = u32_at(b, 12);
+        if u32_at(b, 8) != crc(&b[12..SUPERBLOCK_LEN]) || !is_read_version(version) {
             return None;
         }
         if u64_at(b, 56) != DATA_OFFSET {
@@ -156,7 +166,7 @@ impl Superblock {
             created_unix_s: u64_at(b, 88),
             snapshot,
         };
-        sb.geometry_is_sane().then_some(sb)
+        sb.geometry_is_sane().then_some((sb, version))
     }
 
     fn geometry_is_sane(&self) -> bool {
@@ -187,6 +197,11 @@ impl Superblock {
     pub fn segment_offset(&self, segment: u32) -> u64 {
         DATA_OFFSET + u64::from(segment) * self.segment_size
     }
+}
+
+/// Whether this binary reads format `version`.
+fn is_read_version(version: u32) -> bool {
+    (FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version)
 }
 
 /// A store needs room for the user's active segment, compaction's output and reserves.
@@ -244,6 +259,10 @@ pub struct Resumption {
     pub incarnation: u32,
 }
 
+/// A segment header block whose UUID field differs from the store's in at most this many
+/// bits is taken for a damaged header of the store (random UUIDs differ in about 64).
+pub const HEADER_DAMAGE_BITS_MAX: u32 = 8;
+
 /// How many times one segment can be resumed; after that it is sealed instead.
 pub const RESUMPTIONS_MAX: usize = 15;
 
@@ -264,6 +283,10 @@ pub struct SegmentHeader {
     pub resumptions: [Resumption; RESUMPTIONS_MAX],
     /// How many entries of `resumptions` are used.
     pub resumed: u8,
+    /// Bytes from the segment's start that were on stable media when this header was
+    /// written (0: nothing said). Written only after a flush that covered them, so a record
+    /// before it that fails its checksum is damage, not a torn write (DESIGN.md, Recovery).
+    pub durable_end: u32,
 }
 
 impl SegmentHeader {
@@ -281,7 +304,20 @@ impl SegmentHeader {
             first_seq,
             resumptions: Default::default(),
             resumed: 0,
+            durable_end: 0,
         }
+    }
+
+    /// Bytes from the segment's start known to have been on stable media: what the header
+    /// says, or the last resumption's offset (a restart resumes a segment only after the
+    /// records before that offset were read back, and flushes its new header before
+    /// writing more).
+    pub fn durable_bound(&self) -> u32 {
+        let resumed_at = match self.resumed {
+            0 => 0,
+            n => self.resumptions[usize::from(n) - 1].offset,
+        };
+        self.durable_end.max(resumed_at)
     }
 
     /// The incarnation of the records written last.
@@ -342,6 +378,7 @@ impl SegmentHeader {
         b[36..40].copy_from_slice(&state.to_le_bytes());
         b[40..48].copy_from_slice(&self.first_seq.to_le_bytes());
         b[48..52].copy_from_slice(&u32::from(self.resumed).to_le_bytes());
+        b[52..56].copy_from_slice(&self.durable_end.to_le_bytes());
         for (i, r) in self.resumptions[..usize::from(self.resumed)]
             .iter()
             .enumerate()
@@ -355,13 +392,13 @@ impl SegmentHeader {
         b
     }
 
-    /// `None` unless `b` starts with a segment header of this format with a valid checksum
-    /// and sane resumptions.
+    /// `None` unless `b` starts with a segment header of a format read here with a valid
+    /// checksum, sane resumptions and a durable end inside a segment.
     pub fn decode(b: &[u8]) -> Option<SegmentHeader> {
         if b.len() < SEGMENT_HEADER_LEN || b[0..8] != SEGMENT_MAGIC {
             return None;
         }
-        if u32_at(b, 8) != crc(&b[12..SEGMENT_HEADER_LEN]) || u32_at(b, 12) != FORMAT_VERSION {
+        if u32_at(b, 8) != crc(&b[12..SEGMENT_HEADER_LEN]) || !is_read_version(u32_at(b, 12)) {
             return None;
         }
         let state = match u32_at(b, 36) {
@@ -396,7 +433,24 @@ impl SegmentHeader {
             h.resumptions[i] = r;
         }
         h.resumed = resumed;
-        Some(h)
+        h.durable_end = u32_at(b, 52);
+        (u64::from(h.durable_end) <= SEGMENT_SIZE_MAX).then_some(h)
+    }
+
+    /// Whether `block`, which does not decode as a segment header, is one of the store with
+    /// `uuid` that was damaged: its UUID field is that UUID but for at most
+    /// [`HEADER_DAMAGE_BITS_MAX`] bits. A block that was never a header of this store (zeros,
+    /// another store's, data from before a forced format) holds another UUID there.
+    pub fn is_damaged(block: &[u8], uuid: &[u8; 16]) -> bool {
+        let Some(field) = block.get(16..32) else {
+            return false;
+        };
+        let differing: u32 = field
+            .iter()
+            .zip(uuid)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        differing <= HEADER_DAMAGE_BITS_MAX && SegmentHeader::decode(block).is_none()
     }
 }
 
@@ -420,7 +474,15 @@ pub struct RecordRef<'a> {
     pub key: &'a [u8],
     /// The value (empty for a tombstone).
     pub value: &'a [u8],
+    /// Flag [`RECORD_FLAG_AFTER_FLUSH`]: every record before this one in its segment was on
+    /// stable media before this one was written.
+    pub after_flush: bool,
 }
+
+/// Record flag (byte 17, bit 0): every record before this one in its segment was on stable
+/// media before this one was written (the writer had flushed them). A later record with
+/// this flag proves an earlier one durable (DESIGN.md, Recovery).
+pub const RECORD_FLAG_AFTER_FLUSH: u8 = 1;
 
 impl RecordRef<'_> {
     /// Bytes the record takes on disk.
@@ -434,7 +496,16 @@ pub fn record_len(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_LEN + key_len + value_len
 }
 
-/// Writes a record into `out` (which must be exactly `record_len` bytes long).
+/// Sets [`RECORD_FLAG_AFTER_FLUSH`] on the record `out` holds ([`encode_record`] with the
+/// same `seed`) and seals its checksum again.
+pub fn mark_after_flush(out: &mut [u8], seed: u32) {
+    assert!(out.len() >= RECORD_HEADER_LEN, "a whole record");
+    out[17] |= RECORD_FLAG_AFTER_FLUSH;
+    let c = crc32c::crc32c_append(seed, &out[4..]);
+    out[0..4].copy_from_slice(&c.to_le_bytes());
+}
+
+/// Writes a record into `out` (which must be exactly `record_len` bytes long), without flags.
 pub fn encode_record(
     out: &mut [u8],
     seed: u32,
@@ -529,7 +600,7 @@ pub fn decode_record_any_incarnation(b: &[u8], seed: u32) -> Result<(u32, Record
     let lengths_ok = (1..=KEY_MAX).contains(&key_len)
         && value_len <= VALUE_MAX
         && (kind == Kind::Put) == (value_len > 0)
-        && header[17] == 0;
+        && header[17] & !RECORD_FLAG_AFTER_FLUSH == 0;
     if !lengths_ok {
         return Err(ScanEnd::Invalid);
     }
@@ -542,6 +613,7 @@ pub fn decode_record_any_incarnation(b: &[u8], seed: u32) -> Result<(u32, Record
         seq: u64_at(header, 8),
         key: &b[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len],
         value: &b[RECORD_HEADER_LEN + key_len..len],
+        after_flush: header[17] & RECORD_FLAG_AFTER_FLUSH != 0,
     };
     Ok((u32_at(header, 4), record))
 }
@@ -583,6 +655,33 @@ impl<'a> Scanner<'a> {
     fn incarnation_at(&self, offset: usize) -> u32 {
         let i = self.runs.partition_point(|r| r.0 <= offset);
         self.runs[i.max(1) - 1].1
+    }
+
+    /// The valid record at `offset`, as a scan reaching it would take it: of the
+    /// incarnation expected there, not spanning a resumption point.
+    fn record_at(&self, offset: usize) -> Option<RecordRef<'a>> {
+        let buf: &'a [u8] = self.buf;
+        let r = decode_record(buf.get(offset..)?, self.seed, self.incarnation_at(offset)).ok()?;
+        let end = offset + r.encoded_len();
+        let spans = self.runs.iter().any(|&(at, _)| at > offset && at < end);
+        (!spans).then_some(r)
+    }
+
+    /// Once the scan has stopped: the offset of a valid record past where it stopped that
+    /// carries [`RECORD_FLAG_AFTER_FLUSH`], if any. Such a record was written after the bytes
+    /// where the scan stopped had been flushed: they are damage, not a torn write. Looks at
+    /// every byte offset (the bytes at the stop tell nothing trustworthy about lengths).
+    pub fn flushed_record_after_end(&self) -> Option<usize> {
+        assert!(self.end.is_some(), "the scan has stopped");
+        let last = self.buf.len().checked_sub(RECORD_HEADER_LEN)?;
+        (self.offset + 1..=last).find(|&at| {
+            let b = &self.buf[at..];
+            // Cheap filters first: the flag, a kind, and the incarnation expected here.
+            b[17] == RECORD_FLAG_AFTER_FLUSH
+                && matches!(b[16], 1 | 2)
+                && u32_at(b, 4) == self.incarnation_at(at)
+                && self.record_at(at).is_some_and(|r| r.after_flush)
+        })
     }
 }
 
@@ -763,6 +862,101 @@ mod tests {
         assert_eq!(seqs, vec![1, 2]);
         assert_eq!(s.end, Some(ScanEnd::Invalid));
         assert_eq!(s.offset, b_at);
+    }
+
+    /// Three records a, b, c of incarnation 5 at the start of a 4 KiB buffer; `flag_c` sets
+    /// the after-flush flag on c. Returns the buffer and the offsets of b and c.
+    fn three_records(flag_c: bool) -> (Vec<u8>, usize, usize) {
+        let mut buf = vec![0u8; 4096];
+        let len = record_len(1, 100);
+        for (i, key) in [b"a", b"b", b"c"].iter().enumerate() {
+            let at = i * len;
+            let seq = u64::try_from(i).unwrap() + 1;
+            encode_record(
+                &mut buf[at..at + len],
+                7,
+                5,
+                seq,
+                Kind::Put,
+                *key,
+                &[1; 100],
+            );
+        }
+        if flag_c {
+            mark_after_flush(&mut buf[2 * len..3 * len], 7);
+        }
+        (buf, len, 2 * len)
+    }
+
+    #[test]
+    fn a_flagged_record_after_damage_proves_the_damage_durable() {
+        let (mut buf, b_at, c_at) = three_records(true);
+        let (_, r) = decode_record_any_incarnation(&buf[c_at..], 7).unwrap();
+        assert!(r.after_flush, "the flag survives a round trip");
+        buf[b_at + 40] ^= 4;
+        let mut s = Scanner::new(&buf, 7, 5);
+        assert_eq!(s.by_ref().count(), 1);
+        assert_eq!((s.end, s.offset), (Some(ScanEnd::Invalid), b_at));
+        assert_eq!(s.flushed_record_after_end(), Some(c_at));
+        // Another incarnation expected there: leftovers, no proof.
+        let mut s = Scanner::with_runs(&buf, 7, vec![(0, 5), (c_at, 6)]);
+        assert_eq!(s.by_ref().count(), 1);
+        assert_eq!(s.flushed_record_after_end(), None);
+    }
+
+    #[test]
+    fn damage_followed_by_unflagged_records_looks_like_a_torn_write() {
+        let (mut buf, b_at, _) = three_records(false);
+        buf[b_at + 40] ^= 4;
+        let mut s = Scanner::new(&buf, 7, 5);
+        assert_eq!(s.by_ref().count(), 1);
+        assert_eq!(s.flushed_record_after_end(), None);
+        // Flags other than after-flush are still refused.
+        let (mut buf, _, c_at) = three_records(true);
+        buf[c_at + 17] |= 2;
+        assert_eq!(
+            decode_record(&buf[c_at..], 7, 5),
+            Err(ScanEnd::Invalid),
+            "checksum aside, an unknown flag"
+        );
+    }
+
+    #[test]
+    fn segment_header_durable_end_and_damage() {
+        let mut h = SegmentHeader::new([3; 16], 7, SegmentState::Log, 100);
+        h.durable_end = 70_000;
+        assert_eq!(SegmentHeader::decode(&h.encode()), Some(h));
+        assert_eq!(h.durable_bound(), 70_000);
+        let r = h.resume(90_000, 9).unwrap();
+        assert_eq!(
+            r.durable_bound(),
+            90_000,
+            "a resumption is a durable end too"
+        );
+        let mut block = vec![0u8; 512];
+        block[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+        assert!(
+            !SegmentHeader::is_damaged(&block, &[3; 16]),
+            "a good header"
+        );
+        for bit in [0, 8 * 20, 8 * 52 + 3, 8 * SEGMENT_HEADER_LEN - 1] {
+            let mut bad = block.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(SegmentHeader::is_damaged(&bad, &[3; 16]), "bit {bit}");
+            assert!(
+                !SegmentHeader::is_damaged(&bad, &[0x5a; 16]),
+                "another store's"
+            );
+        }
+        assert!(
+            !SegmentHeader::is_damaged(&[0; 512], &[3; 16]),
+            "never written"
+        );
+        let mut old = h.encode();
+        old[12..16].copy_from_slice(&1u32.to_le_bytes());
+        let c = crc(&old[12..]);
+        old[8..12].copy_from_slice(&c.to_le_bytes());
+        assert!(SegmentHeader::decode(&old).is_some(), "format 1 is read");
     }
 
     #[test]

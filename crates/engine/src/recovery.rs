@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::device::{align_up, AlignedBuf, BlockDevice};
-use crate::error::{Incompatible, OpenError};
+use crate::error::{Corruption, Incompatible, OpenError};
 use crate::format::{self, SegmentHeader, SegmentState, Superblock};
 use crate::index::{Index, Loc};
 use crate::num::{seg_u32, u64_of, usize_of};
@@ -53,12 +53,12 @@ pub(crate) fn open_or_format(
     dev.read_at(&mut head, 0)?;
     let sb = format::SUPERBLOCK_OFFSETS
         .iter()
-        .filter_map(|&o| Superblock::decode(&head[usize_of(o)..]))
-        .max_by_key(|sb| sb.generation);
+        .filter_map(|&o| Superblock::decode_versioned(&head[usize_of(o)..]))
+        .max_by_key(|(sb, _)| sb.generation);
     let blank = head[..format::BLANK_PROBE_LEN].iter().all(|&b| b == 0);
     match sb {
         _ if config.force_initialize => format(dev),
-        Some(sb) => open_existing(dev, sb, config),
+        Some((sb, version)) => open_existing(dev, sb, version, config),
         None if blank && config.initialize_if_empty => format(dev),
         None if blank => Err(OpenError::Blank),
         None => Err(OpenError::ForeignData),
@@ -122,6 +122,7 @@ fn check_device(dev: &dyn BlockDevice, sb: &Superblock) -> Result<(), OpenError>
 fn open_existing(
     dev: &dyn BlockDevice,
     mut sb: Superblock,
+    version: u32,
     config: &Config,
 ) -> Result<Recovered, OpenError> {
     check_device(dev, &sb)?;
@@ -153,9 +154,16 @@ fn open_existing(
         Some(r) => r,
         None => scan(dev, &sb, config)?,
     };
-    if sb.snapshot.is_some() {
+    if sb.snapshot.is_some() || version < format::FORMAT_VERSION {
         // The snapshot describes the disk only until the first write: retire it now, before
-        // anything else is written. Its segments are free in `recovered.space`.
+        // anything else is written. Its segments are free in `recovered.space`. A store of
+        // an older format gets the current one before any record of it is written.
+        if version < format::FORMAT_VERSION {
+            log::info!(
+                "upgrading the store from format {version} to {}",
+                format::FORMAT_VERSION
+            );
+        }
         sb.snapshot = None;
         sb.generation += 1;
         write_superblock(dev, &sb)?;
@@ -163,7 +171,8 @@ fn open_existing(
     Ok(Recovered { sb, ..recovered })
 }
 
-/// The log segments of the store (and the highest incarnation any header carries).
+/// The log segments of the store (and the highest incarnation any header carries). A header
+/// of this store that is damaged fails the open: its segment's records could be lost.
 fn log_segments(
     dev: &dyn BlockDevice,
     sb: &Superblock,
@@ -178,6 +187,10 @@ fn log_segments(
             if h.state == SegmentState::Log {
                 logs.push((segment, h));
             }
+        } else if SegmentHeader::is_damaged(&block, &sb.uuid) {
+            return Err(OpenError::Corrupt(Corruption::DamagedSegmentHeader {
+                segment,
+            }));
         }
     }
     Ok((logs, max_incarnation))
@@ -194,14 +207,15 @@ struct SegmentScan {
     torn: bool,
 }
 
-/// Applies the valid records of one log segment (its image in `buf`) to `index`.
+/// Applies the valid records of one log segment (its image in `buf`) to `index`. Fails if
+/// the records stop at damage rather than at a torn or lost write ([`check_log_end`]).
 fn scan_segment(
     buf: &[u8],
     sb: &Superblock,
     segment: u32,
     header: &SegmentHeader,
     index: &mut Index,
-) -> SegmentScan {
+) -> Result<SegmentScan, Corruption> {
     let bs = usize_of(u64::from(sb.block_size));
     let seed = format::store_seed(&sb.uuid);
     let mut scanner = format::Scanner::with_runs(&buf[bs..], seed, header.runs(bs));
@@ -219,6 +233,12 @@ fn scan_segment(
         let value_len = seg_u32(r.value.len());
         index.apply_recovered(r.key, r.seq, loc, r.kind, value_len);
     }
+    // A segment opened before the last PURGE holds nothing recovery uses; it may be free in
+    // the table (PURGE writes no header) and its record area reused by a newer life whose
+    // header write a crash lost: what its header says is stale.
+    if header.first_seq > sb.purge_seq {
+        check_log_end(&scanner, segment, header, bs)?;
+    }
     let torn = scanner.end == Some(format::ScanEnd::Invalid);
     if torn {
         log::debug!(
@@ -226,12 +246,42 @@ fn scan_segment(
             bs + scanner.offset
         );
     }
-    SegmentScan {
+    Ok(SegmentScan {
         records,
         max_seq,
         written: seg_u32(bs + scanner.offset),
         torn,
+    })
+}
+
+/// Whether a log segment's records may end where `scanner` stopped. A scan stops at the first
+/// bytes that are no valid record; that is the end of the log only if those bytes were never
+/// flushed (a torn or lost write) or never written. They were flushed, and are damage, if the
+/// header says so (its durable end, or a resumption, lies past them) or if a record past
+/// them was written after a flush ([`format::RECORD_FLAG_AFTER_FLUSH`]).
+fn check_log_end(
+    scanner: &format::Scanner<'_>,
+    segment: u32,
+    header: &SegmentHeader,
+    block_bytes: usize,
+) -> Result<(), Corruption> {
+    let records_end = u64_of(block_bytes + scanner.offset);
+    let durable_end = header.durable_bound();
+    if records_end < u64::from(durable_end) {
+        return Err(Corruption::LogBeforeDurableEnd {
+            segment,
+            records_end,
+            durable_end,
+        });
     }
+    if let Some(at) = scanner.flushed_record_after_end() {
+        return Err(Corruption::LogBeforeFlushedRecord {
+            segment,
+            records_end,
+            later_record: u64_of(block_bytes + at),
+        });
+    }
+    Ok(())
 }
 
 /// Rebuilds the index by reading every log segment.
@@ -252,7 +302,8 @@ pub(crate) fn scan(
     let (mut max_seq, mut records, mut torn) = (sb.purge_seq, 0u64, 0u32);
     for (i, (segment, header)) in logs.iter().enumerate() {
         dev.read_at(&mut buf, sb.segment_offset(*segment))?;
-        let found = scan_segment(&buf, sb, *segment, header, &mut index);
+        let found =
+            scan_segment(&buf, sb, *segment, header, &mut index).map_err(OpenError::Corrupt)?;
         records += found.records;
         torn += u32::from(found.torn);
         if let Some(seq) = found.max_seq {

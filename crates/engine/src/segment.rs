@@ -19,9 +19,27 @@ pub(crate) enum WriteMode {
     Cached,
 }
 
+/// A segment header stating how far its records were on stable media (`durable_end`), to
+/// be written only after a flush that covered them ([`SegmentWriter::durable_mark`]).
+pub(crate) struct DurableMark {
+    base: u64,
+    header: SegmentHeader,
+}
+
+impl DurableMark {
+    /// Writes the header block (no flush: the next one makes it durable; lost, it only
+    /// says less). A failure turns the store read-only ([`crate::store::Disk`]).
+    pub fn write(&self, shared: &Shared) -> Result<(), Error> {
+        let mut block = AlignedBuf::zeroed(shared.geometry.block())?;
+        block[..format::SEGMENT_HEADER_LEN].copy_from_slice(&self.header.encode());
+        shared.disk.write(&block, self.base)
+    }
+}
+
 pub(crate) struct SegmentWriter {
     pub segment: u32,
     pub incarnation: u32,
+    header: SegmentHeader,
     seed: u32,
     base: u64,
     block: usize,
@@ -30,6 +48,11 @@ pub(crate) struct SegmentWriter {
     fill: usize,
     /// Bytes handed to the device so far.
     written: usize,
+    /// Bytes from the segment's start known flushed: a record appended here carries
+    /// [`format::RECORD_FLAG_AFTER_FLUSH`].
+    durable: usize,
+    /// The `durable_end` of the last [`DurableMark`] handed out.
+    marked: usize,
 }
 
 impl SegmentWriter {
@@ -48,12 +71,16 @@ impl SegmentWriter {
         SegmentWriter {
             segment,
             incarnation,
+            header,
             seed: geometry.seed,
             base: geometry.segment_base(segment),
             block: geometry.block(),
             buf,
             fill: geometry.block(),
             written: 0,
+            // No record precedes the first one.
+            durable: geometry.block(),
+            marked: 0,
         }
     }
 
@@ -75,12 +102,16 @@ impl SegmentWriter {
         SegmentWriter {
             segment,
             incarnation: header.current_incarnation(),
+            header: *header,
             seed: geometry.seed,
             base: geometry.segment_base(segment),
             block: geometry.block(),
             buf,
             fill,
             written: fill,
+            // The resumed header was flushed after the records before `fill` were read.
+            durable: fill,
+            marked: fill,
         }
     }
 
@@ -112,6 +143,9 @@ impl SegmentWriter {
             key,
             value,
         );
+        if at == self.durable {
+            format::mark_after_flush(&mut self.buf[at..at + len], self.seed);
+        }
         self.fill += len;
         Loc {
             segment: self.segment,
@@ -147,6 +181,45 @@ impl SegmentWriter {
         }
         self.written = self.fill;
         Ok(())
+    }
+
+    /// The device was flushed after the last [`SegmentWriter::write_out`]: everything
+    /// written so far is on stable media. The caller must know that flush succeeded.
+    pub fn note_flushed(&mut self) {
+        self.durable = self.written;
+    }
+
+    /// A header saying the records up to `durable_end` bytes from the segment's start were on
+    /// stable media; `None` if the last mark said as much. The caller writes it only once a
+    /// flush has covered them: by [`SegmentWriter::note_flushed`], or a flush of its own
+    /// after the segment was written out.
+    pub fn durable_mark(&mut self, durable_end: usize) -> Option<DurableMark> {
+        assert!(
+            durable_end <= self.written,
+            "a durable end past what was written"
+        );
+        if durable_end <= self.marked {
+            return None;
+        }
+        self.marked = durable_end;
+        self.header.durable_end = seg_u32(durable_end);
+        // The image's header block says it too, should it be written again.
+        self.buf[..format::SEGMENT_HEADER_LEN].copy_from_slice(&self.header.encode());
+        Some(DurableMark {
+            base: self.base,
+            header: self.header,
+        })
+    }
+
+    /// [`SegmentWriter::durable_mark`] for everything flushed so far.
+    pub fn flushed_mark(&mut self) -> Option<DurableMark> {
+        self.durable_mark(self.durable)
+    }
+
+    /// Bytes used from the segment's start; everything written must be flushed before
+    /// the mark is written.
+    pub fn written_mark(&mut self) -> Option<DurableMark> {
+        self.durable_mark(self.written)
     }
 
     /// Gives the buffer back, zeroed, for the next segment.

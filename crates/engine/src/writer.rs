@@ -34,7 +34,7 @@ use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
 use crate::index::Loc;
 use crate::lock::{Level, OrderedMutex};
 use crate::observe::Change;
-use crate::segment::{SegmentWriter, WriteMode};
+use crate::segment::{DurableMark, SegmentWriter, WriteMode};
 use crate::space::{Purpose, SegState};
 use crate::store::{Counters, Shared};
 
@@ -179,6 +179,9 @@ pub(crate) struct Committer {
     /// for compaction) only after the batch is in the index: until then compaction would
     /// see their records as dead.
     filled: Vec<(u32, u32)>,
+    /// Headers of the segments filled during the current batch that say all their records
+    /// are durable: written (and flushed) once the batch is.
+    filled_marks: Vec<DurableMark>,
     /// The sequence number of the next record; owned here alone.
     next_seq: u64,
     /// Written but not flushed (write-behind mode).
@@ -286,6 +289,7 @@ impl Committer {
             log_taken_for: Purpose::Put,
             spare: None,
             filled: Vec::new(),
+            filled_marks: Vec::new(),
             next_seq,
             unflushed_writes: 0,
             oldest_unflushed: None,
@@ -341,8 +345,18 @@ impl Committer {
     fn flush_write_behind(&mut self) {
         if self.unflushed_writes > 0 {
             // A failure is logged and turns the store read-only inside `flush`.
-            let _ = self.shared.disk.flush();
+            if self.shared.disk.flush().is_ok() {
+                self.note_log_flushed();
+            }
             self.mark_flushed();
+        }
+    }
+
+    /// A flush succeeded after the log's last write: the next record carries
+    /// [`format::RECORD_FLAG_AFTER_FLUSH`].
+    fn note_log_flushed(&mut self) {
+        if let Some(w) = self.log.as_mut() {
+            w.note_flushed();
         }
     }
 
@@ -359,7 +373,13 @@ impl Committer {
         }
         self.shared.disk.flush()?;
         self.mark_flushed();
-        if let Some(w) = self.log.take() {
+        if let Some(mut w) = self.log.take() {
+            // The header says every record is durable, should a later start scan the log.
+            w.note_flushed();
+            if let Some(mark) = w.flushed_mark() {
+                mark.write(&self.shared)?;
+                self.shared.disk.flush()?;
+            }
             self.shared.segments.seal(w.segment, w.fill());
         }
         Ok(())
@@ -515,6 +535,7 @@ impl Committer {
             return Ok(());
         };
         self.filled.push((w.segment, w.fill()));
+        let write_behind = self.shared.config.durability != Durability::Sync;
         // Flush before the log moves on (a no-op cost in Sync mode, where the batch
         // flushes anyway): unflushed writes then always sit in one segment, so a crash
         // in write-behind mode loses a suffix of the acknowledged writes, never a middle.
@@ -522,7 +543,6 @@ impl Committer {
         // `unflushed_writes` yet, so write-behind flushes even when it is zero: otherwise
         // a crash could keep the batch's later records (in the new segment) and lose
         // its earlier ones.
-        let write_behind = self.shared.config.durability != Durability::Sync;
         let mut flushed = w.write_out_as(&self.shared, self.write_mode());
         if flushed.is_ok() && (self.unflushed_writes > 0 || write_behind) {
             self.mark_flushed();
@@ -534,6 +554,8 @@ impl Committer {
             self.staging_error = Some(err.clone());
             return Err(err);
         }
+        // Written once this batch's flush, or the one above, covered `w`.
+        self.filled_marks.extend(w.written_mark());
         self.spare = Some(w.into_buf());
         self.compactor.kick();
         Ok(())
@@ -572,6 +594,7 @@ impl Committer {
     /// Writes the batch, flushes as the durability mode says, updates the index and answers.
     fn commit(&mut self, staged: &mut Vec<Staged>, force_flush: bool) {
         self.commit_batch(staged, force_flush);
+        self.filled_marks.clear();
         for (segment, fill) in self.filled.drain(..) {
             self.shared.segments.seal(segment, fill);
         }
@@ -639,8 +662,24 @@ impl Committer {
         if flush && (self.unflushed_writes > 0 || force_flush) {
             self.mark_flushed();
             self.shared.disk.flush()?;
+            self.note_log_flushed();
         }
-        Ok(())
+        self.mark_filled_durable()
+    }
+
+    /// The segments the log left during the batch are on stable media in full (the flush
+    /// above, or the one when the log left them, covered them): their headers say so, so
+    /// that damage to their last records is found rather than taken for a torn write
+    /// (DESIGN.md, Recovery). Once per segment: one block and a flush. A failure fails the
+    /// batch, as any write's.
+    fn mark_filled_durable(&mut self) -> Result<(), Error> {
+        if self.filled_marks.is_empty() {
+            return Ok(());
+        }
+        for mark in self.filled_marks.drain(..) {
+            mark.write(&self.shared)?;
+        }
+        self.shared.disk.flush()
     }
 
     /// The batch is durable (as the mode promises): the index and cache learn it, and
