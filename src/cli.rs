@@ -49,8 +49,8 @@ Exit status (sysexits.h; the unit does not restart on 64, 69, 77 and 78):
   75  the device or the name is in use; try again later
   77  not allowed to open /dev/cuse or to change to --user
   78  the configuration cannot work: unknown --user, a read-only device, a device holding
-      data that is not an hpkv store, a store that cannot be opened here, an old shared view
-      that cannot be marked dead";
+      data that is not an hpkv store, a store that cannot be opened here, a damaged store
+      (opening it would lose data), an old shared view that cannot be marked dead";
 
 const SERVE_EXAMPLES: &str = "\
 The module's parameters are accepted under their own names too (--mount_path,

@@ -227,6 +227,19 @@ mod tests {
             source: OpenError::ForeignData,
         };
         assert_eq!(foreign.exit_code(), EX_CONFIG);
+        // A damaged store: restarting cannot help, and the line says what is damaged.
+        let damaged = Failure::Store {
+            path: path.clone(),
+            source: OpenError::Corrupt(hpkv_engine::Corruption::DamagedSegmentHeader {
+                segment: 3,
+            }),
+        };
+        assert_eq!(damaged.exit_code(), EX_CONFIG);
+        let line = damaged.to_string();
+        assert!(
+            line.contains("damaged") && line.contains("segment 3") && !line.contains('\n'),
+            "{line}"
+        );
         let ro = Failure::Device(OpenDeviceError::Io(
             path.clone(),
             io::Error::from_raw_os_error(libc::EROFS),
