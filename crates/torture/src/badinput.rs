@@ -75,13 +75,20 @@ fn purge_count_file(dir: &Path) -> PathBuf {
 
 /// The purge lock, held while it lives.
 fn purge_lock(dir: &Path) -> Flock<File> {
-    let f = OpenOptions::new()
+    let mut f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(lock_file(dir))
         .expect("the purge lock file");
-    Flock::lock(f, FlockArg::LockExclusive).expect("flock")
+    loop {
+        match Flock::lock(f, FlockArg::LockExclusive) {
+            Ok(lock) => return lock,
+            // A storm signal handled without SA_RESTART interrupted the wait: wait again.
+            Err((back, Errno::EINTR)) => f = back,
+            Err((_, e)) => panic!("flock of the purge lock: {e}"),
+        }
+    }
 }
 
 fn purges(dir: &Path) -> u64 {
@@ -178,12 +185,15 @@ pub fn run_fuzzer(spec: &FuzzSpec) -> ExitCode {
         let req = gen.next(arena.bytes());
         let got = if req.purge {
             let _lock = purge_lock(&spec.dir);
+            // Counted before it is sent: a fuzzer the storm kills right after the PURGE
+            // must not leave the checker expecting keys that are gone (a PURGE that never
+            // went out only makes the checker write its keys again).
+            write_atomic(
+                &purge_count_file(&spec.dir),
+                &(purges(&spec.dir) + 1).to_string(),
+            );
             let got = issue(&mut arena, &files, req.call);
             if got.is_ok() {
-                write_atomic(
-                    &purge_count_file(&spec.dir),
-                    &(purges(&spec.dir) + 1).to_string(),
-                );
                 counts.purges += 1;
             }
             got
@@ -544,7 +554,13 @@ impl BadInput {
                             s.process
                         ))
                     }
-                    _ => {
+                    Some(_) => {
+                        return Err(format!(
+                            "fuzzer {} ended with {status}, not by a signal: the torture program failed (above)",
+                            s.process
+                        ))
+                    }
+                    None => {
                         // Killed by the storm: start it again for the rest of its requests.
                         s.incarnation += 1;
                         *slot = Some(spawn("fuzz", s, &[])?);
