@@ -69,7 +69,12 @@ install -m 0755 "$here/guest-main" "$payload/guest-main"
 # the small disk (vde). cache=none: qemu writes the images with O_DIRECT and turns the guest's
 # flushes into fdatasync, so the guest sees a disk with a volatile cache and flushes it for real.
 rm -f "$out"/{power-store,power-log,flakey,small}.img
-truncate -s 256M "$out/power-store.img" "$out/power-log.img"
+truncate -s 256M "$out/power-store.img"
+# The power-off log: a region for each of the 4 writers, the purger and the orchestrator, each
+# 4096 sectors a boot and 4096 more (crates/torture/src/power.rs, log.rs): 12 MiB a boot.
+power_log_mib=$(((power_offs + 2) * 12 + 1))
+((power_log_mib >= 256)) || power_log_mib=256
+truncate -s "${power_log_mib}M" "$out/power-log.img"
 truncate -s 128M "$out/flakey.img"
 truncate -s 8M "$out/small.img"
 disks=()
