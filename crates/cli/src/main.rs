@@ -447,6 +447,8 @@ fn load(client: &Client, path: &Path) -> Outcome {
 /// many are stored; the number stored. Up to [`LOAD_IN_FLIGHT`] puts are in flight, so that
 /// hpkvd's group commit makes few flushes of many writes; each put still returns only once
 /// hpkvd acknowledged it (durably, in sync mode), and only acknowledged ones are counted.
+/// A put is one `write()` when the ABI can say it that way (`Client::put_by_write`): one
+/// request to hpkvd instead of the INSERT ioctl's two.
 fn store_records<R: Read>(
     client: &Client,
     reader: &mut DumpReader<R>,
@@ -460,7 +462,7 @@ fn store_records<R: Read>(
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
     let (tx, rx) = mpsc::sync_channel::<(u64, dump::Record)>(LOAD_IN_FLIGHT);
     let rx = Mutex::new(rx);
-    let put = |number: u64, key: &[u8], value: &[u8]| match client.put(key, value) {
+    let put = |number: u64, key: &[u8], value: &[u8]| match client.put_by_write(key, value) {
         Ok(()) => {
             stored.fetch_add(1, Ordering::Relaxed);
         }

@@ -119,6 +119,8 @@ const GET_CALLS_MAX: usize = 3;
 pub(crate) enum Call<'a> {
     /// INSERT or `PARTIAL_UPDATE`.
     Kv(u32, &'a mut [u8]),
+    /// A `write()` of `key:value` (one request to the daemon).
+    Write(&'a [u8]),
     DeleteStr(&'a mut [u8]),
     DeleteV13(&'a mut [u8]),
     Purge,
@@ -141,6 +143,12 @@ impl Transport for Device {
         let fd = self.0.as_fd();
         match call {
             Call::Kv(cmd, buf) => ffi::hpkv_kv(fd, cmd, buf),
+            Call::Write(buf) => match nix::unistd::write(fd, buf) {
+                Ok(n) if n == buf.len() => Ok(()),
+                // One write() is one operation: the daemon takes all of it or none.
+                Ok(_) => Err(Errno::EIO),
+                Err(e) => Err(e),
+            },
             Call::DeleteStr(buf) => ffi::hpkv_delete_str(fd, buf),
             Call::DeleteV13(buf) => ffi::hpkv_delete_v13(fd, buf),
             Call::Purge => ffi::hpkv_purge(fd),
@@ -359,6 +367,27 @@ impl Client {
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         let mut buf = abi::encode_kv(key, value)?;
         self.call(Call::Kv(abi::CMD_INSERT, &mut buf))
+    }
+
+    /// [`Client::put`] in one request to the daemon instead of two: a `write()` of
+    /// `key:value`, which the device reads as the same put, whenever it can say it (a key of
+    /// at most 511 bytes without a colon, a value of at most 102399 bytes not beginning
+    /// with `+`); otherwise [`Client::put`]. Acknowledged as a put is (durable in `sync` mode).
+    ///
+    /// ```no_run
+    /// # let hpkv = hpkv_client::Client::open_default()?;
+    /// hpkv.put_by_write(b"user:1", b"alice")?; // a colon in the key: INSERT
+    /// hpkv.put_by_write(b"user-2", b"bob")?; // one write() of "user-2:bob"
+    /// # Ok::<(), hpkv_client::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::put`].
+    pub fn put_by_write(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        match abi::encode_write(abi::WriteRequest::Put { key, value }) {
+            Ok(buf) => self.call(Call::Write(&buf)),
+            Err(_) => self.put(key, value),
+        }
     }
 
     /// Appends `suffix` to the value of `key` (`PARTIAL_UPDATE`, command 5); a missing key is

@@ -51,6 +51,21 @@ impl Sim {
         self.calls().iter().filter(|&&c| c == cmd).count()
     }
 
+    /// A `write()`: the daemon's parse, then the put or append (recorded as [`WRITE_CALL`]).
+    fn write(&self, buf: &[u8]) -> Result<(), Errno> {
+        self.calls.lock().unwrap().push(WRITE_CALL);
+        let mut store = self.store.lock().unwrap();
+        match abi::parse_write(buf)? {
+            abi::WriteRequest::Put { key, value } => {
+                store.insert(key.to_vec(), value.to_vec());
+            }
+            abi::WriteRequest::Append { key, suffix } => {
+                store.entry(key.to_vec()).or_default().extend(suffix);
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the retry protocol for `cmd` on `mem` (empty: a null argument).
     fn ioctl(&self, cmd: u32, mem: &mut [u8]) -> Result<(), Errno> {
         self.calls.lock().unwrap().push(cmd);
@@ -149,6 +164,9 @@ impl Sim {
     }
 }
 
+/// What [`Sim::calls`] records for a `write()` (no ioctl has this number).
+const WRITE_CALL: u32 = u32::MAX;
+
 struct Shared(Arc<Sim>);
 
 impl Transport for Shared {
@@ -156,6 +174,7 @@ impl Transport for Shared {
         let sim = &self.0;
         match call {
             Call::Kv(cmd, buf) => sim.ioctl(cmd, buf),
+            Call::Write(buf) => sim.write(buf),
             Call::DeleteStr(buf) | Call::DeleteV13(buf) => sim.ioctl(abi::CMD_DELETE, buf),
             Call::Purge => sim.ioctl(abi::CMD_PURGE, &mut []),
             Call::SafeGet(buf) => sim.ioctl(abi::IOC_GET, buf),
@@ -189,6 +208,31 @@ fn learns_the_profile_from_stats_at_open() {
     let e = Client::from_transport(Box::new(Shared(sim))).unwrap_err();
     assert!(matches!(e, Error::Protocol(_)), "{e}");
     assert_eq!(e.errno(), libc::EPROTO);
+}
+
+#[test]
+fn put_by_write_writes_what_write_can_say_and_inserts_the_rest() {
+    for profile in both() {
+        let sim = Sim::new(profile);
+        let c = client(&sim);
+        let long_key = vec![b'k'; abi::STR_KEY_MAX + 1];
+        let long_value = vec![b'v'; abi::WRITE_VALUE_MAX + 1];
+        let cases: [(&[u8], &[u8], u32); 5] = [
+            (b"plain", b"v:1\0\n", WRITE_CALL),
+            (b"a:colon", b"v", abi::CMD_INSERT),
+            (b"plus", b"+not an append", abi::CMD_INSERT),
+            (&long_key, b"v", abi::CMD_INSERT),
+            (b"big", &long_value, abi::CMD_INSERT),
+        ];
+        for (key, value, call) in cases {
+            let before = sim.calls().len();
+            c.put_by_write(key, value).unwrap();
+            assert_eq!(sim.calls()[before..], [call], "{}", key.escape_ascii());
+            assert_eq!(c.get(key).unwrap().as_deref(), Some(value));
+        }
+        let e = c.put_by_write(b"", b"v").unwrap_err();
+        assert!(matches!(e, Error::Request(_)), "{e}");
+    }
 }
 
 #[test]
