@@ -1,29 +1,30 @@
 //! The CUSE server: registers the device and serves its requests with a pool of threads.
 //!
-//! A CUSE channel cannot be cloned, so every worker reads the same /dev/cuse descriptor. The
-//! workers take turns (leader and followers): one worker, the listener, waits for the next
-//! request (in `poll`, with a stop event) while the others wait for their turn on a mutex; the
-//! listener hands the turn on as soon as it has read a request, then serves it. So a request
-//! wakes one thread, not every worker (each wake-up of a thread that then finds nothing to read
-//! cost a whole CPU under load in the VM). A slow request (a disk read, a large value)
-//! holds one worker; the others go on. A write holds its worker while that worker commits
+//! A CUSE channel cannot be cloned, so every worker reads the same /dev/cuse descriptor. Each
+//! idle worker waits in an epoll of its own that holds the descriptor with `EPOLLEXCLUSIVE`
+//! (and the stop event without): the kernel wakes one waiting worker per request, which reads
+//! it and serves it. So a request wakes one thread, not every worker (each wake-up of a thread
+//! that then finds nothing to read cost a whole CPU under load in the VM), and no worker hands
+//! a turn to another (a second wake-up per request, which cost about 1 ms per write in the VM:
+//! README, "Through the device"). A slow request (a disk read, a large value) holds one
+//! worker; the others go on. A write holds its worker while that worker commits
 //! it (when no commit is under way); writes arriving meanwhile are queued by their workers,
 //! which are free at once, and answered by the committing one once durable (group commit).
 //!
-//! With `--poll-us N`, the listener spins before it sleeps: it reads the descriptor without
-//! blocking, over and over, for up to N µs, so that a request arriving meanwhile is taken
-//! without waking a sleeping thread. That costs up to one CPU while requests keep coming, and
-//! nothing once they stop for N µs.
+//! With `--poll-us N`, a worker spins before it sleeps (one worker at a time): it reads the
+//! descriptor without blocking, over and over, for up to N µs, so that a request arriving
+//! meanwhile is taken without waking a sleeping thread. That costs up to one CPU while
+//! requests keep coming, and nothing once they stop for N µs.
 
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, AtFlags, FcntlArg, OFlag, AT_FDCWD};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 use nix::unistd::{faccessat, AccessFlags};
 
@@ -46,11 +47,11 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// How the workers take turns at listening.
+/// What the workers share about waiting for requests.
 struct Turns {
-    /// Held by the listener; the other idle workers wait on it.
-    listener: Mutex<()>,
-    /// How long the listener spins before it sleeps in `poll` (`--poll-us`).
+    /// Set while a worker spins (`--poll-us`): one spins at a time.
+    spinning: AtomicBool,
+    /// How long a worker spins before it sleeps in `epoll_wait` (`--poll-us`).
     spin: Duration,
     /// Set when the workers must stop (the stop event wakes a listener asleep in `poll`).
     stopping: AtomicBool,
@@ -71,6 +72,8 @@ pub enum StartError {
     NonBlocking(nix::Error),
     /// The workers' stop event could not be made.
     StopEvent(nix::Error),
+    /// A worker's epoll could not be made.
+    Epoll(nix::Error),
     /// A worker thread could not be started.
     Spawn(std::io::Error),
     /// The kernel did not create the device: the workers ended first.
@@ -93,6 +96,7 @@ impl std::fmt::Display for StartError {
             StartError::Session(e) => e.fmt(f),
             StartError::NonBlocking(e) => write!(f, "/dev/cuse: {e}"),
             StartError::StopEvent(e) => write!(f, "eventfd: {e}"),
+            StartError::Epoll(e) => write!(f, "epoll: {e}"),
             StartError::Spawn(e) => write!(f, "spawning a worker: {e}"),
             StartError::Refused { name } => write!(
                 f,
@@ -109,9 +113,10 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Session(e) => Some(e),
-            StartError::Access(e) | StartError::NonBlocking(e) | StartError::StopEvent(e) => {
-                Some(e)
-            }
+            StartError::Access(e)
+            | StartError::NonBlocking(e)
+            | StartError::StopEvent(e)
+            | StartError::Epoll(e) => Some(e),
             StartError::Spawn(e) => Some(e),
             _ => None,
         }
@@ -188,7 +193,7 @@ impl Server {
             handler,
             stop,
             turns: Arc::new(Turns {
-                listener: Mutex::new(()),
+                spinning: AtomicBool::new(false),
                 spin: Duration::ZERO,
                 stopping: AtomicBool::new(false),
             }),
@@ -210,16 +215,17 @@ impl Server {
             "the handler is set once, by start"
         );
         self.turns = Arc::new(Turns {
-            listener: Mutex::new(()),
+            spinning: AtomicBool::new(false),
             spin: Duration::from_micros(poll_us.min(POLL_US_MAX)),
             stopping: AtomicBool::new(false),
         });
         for i in 0..threads.clamp(1, WORKERS_MAX) {
+            let waiter = waiter(&self.session, &self.stop).map_err(StartError::Epoll)?;
             let (session, stop, turns) =
                 (self.session.clone(), self.stop.clone(), self.turns.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("hpkv-cuse-{i}"))
-                .spawn(move || work(&session, &stop, &turns))
+                .spawn(move || work(&session, &waiter, &stop, &turns))
                 .map_err(StartError::Spawn)?;
             self.workers.push(worker);
         }
@@ -280,18 +286,23 @@ enum Next {
     End,
 }
 
-fn work(session: &Session, stop: &EventFd, turns: &Turns) {
+/// The `data` of the stop event's epoll entry (the descriptor's is 0).
+const STOP_EVENT: u64 = 1;
+
+/// A worker's epoll: the CUSE descriptor, of which the kernel wakes one waiting worker per
+/// request (`EPOLLEXCLUSIVE`), and the stop event, which wakes them all.
+fn waiter(session: &Session, stop: &EventFd) -> nix::Result<Epoll> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+    epoll.add(session.fd(), EpollEvent::new(exclusive, 0))?;
+    epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP_EVENT))?;
+    Ok(epoll)
+}
+
+fn work(session: &Session, waiter: &Epoll, stop: &EventFd, turns: &Turns) {
     let mut buf = Buffer::new();
     loop {
-        let next = {
-            // A panic elsewhere cannot leave the turn in a bad state: it holds no data.
-            let _turn = turns
-                .listener
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            listen(session, stop, &mut buf, turns)
-        };
-        match next {
+        match listen(session, waiter, &mut buf, turns) {
             Next::Request => session.process(&buf),
             Next::Stop => return,
             Next::End => break,
@@ -301,27 +312,26 @@ fn work(session: &Session, stop: &EventFd, turns: &Turns) {
     let _ = stop.write(1);
 }
 
-/// The listener's wait for the next request: spinning first (`--poll-us`), then in `poll`.
-fn listen(session: &Session, stop: &EventFd, buf: &mut Buffer, turns: &Turns) -> Next {
+/// A worker's wait for the next request: spinning first (`--poll-us`), then in `epoll_wait`.
+fn listen(session: &Session, waiter: &Epoll, buf: &mut Buffer, turns: &Turns) -> Next {
     if spin_for_request(session, buf, turns) {
         return Next::Request;
     }
     loop {
-        let mut fds = [
-            PollFd::new(session.fd(), PollFlags::POLLIN),
-            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        let mut events = [EpollEvent::empty(); 2];
+        let ready = match waiter.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => {
-                log::error!("poll on /dev/cuse: {e}");
+                log::error!("epoll_wait on /dev/cuse: {e}");
                 return Next::End;
             }
-        }
-        // The stop event stays readable, so every worker in turn sees it.
-        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+        };
+        // The stop event stays readable, so every worker sees it.
+        if events[..ready].iter().any(|e| e.data() == STOP_EVENT) {
             return Next::Stop;
         }
+        // Another worker may have read the request first (a spinning one): then wait again.
         match session.receive(buf) {
             Received::Request => return Next::Request,
             Received::Again => {}
@@ -338,22 +348,24 @@ fn listen(session: &Session, stop: &EventFd, buf: &mut Buffer, turns: &Turns) ->
 }
 
 /// Reads the descriptor without blocking until a request comes or `turns.spin` passes
-/// (`true`: a request is in `buf`). An end of the connection or an error is left for `poll`
-/// and the read after it to find.
+/// (`true`: a request is in `buf`), unless another worker spins already. An end of the
+/// connection or an error is left for `epoll_wait` and the read after it to find.
 fn spin_for_request(session: &Session, buf: &mut Buffer, turns: &Turns) -> bool {
-    if turns.spin.is_zero() {
+    if turns.spin.is_zero() || turns.spinning.swap(true, Ordering::Acquire) {
         return false;
     }
     let deadline = Instant::now() + turns.spin;
-    loop {
+    let got = loop {
         match session.receive(buf) {
-            Received::Request => return true,
+            Received::Request => break true,
             Received::Again => {}
-            Received::Exited | Received::Error(_) => return false,
+            Received::Exited | Received::Error(_) => break false,
         }
         if turns.stopping.load(Ordering::Relaxed) || Instant::now() >= deadline {
-            return false;
+            break false;
         }
         std::hint::spin_loop();
-    }
+    };
+    turns.spinning.store(false, Ordering::Release);
+    got
 }

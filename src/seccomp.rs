@@ -70,6 +70,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_fcntl,
     libc::SYS_flock,
     libc::SYS_ppoll,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_pwait,
     libc::SYS_eventfd2,
     // systemd's notification socket (opened before the drop).
     libc::SYS_sendto,
@@ -131,6 +134,7 @@ const ALLOWED: &[libc::c_long] = &[
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_X86_64: &[libc::c_long] = &[
     libc::SYS_poll,
+    libc::SYS_epoll_wait,
     libc::SYS_open,
     libc::SYS_stat,
     libc::SYS_lstat,
