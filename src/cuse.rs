@@ -295,7 +295,10 @@ fn waiter(session: &Session, stop: &EventFd) -> nix::Result<Epoll> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     let exclusive = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
     epoll.add(session.fd(), EpollEvent::new(exclusive, 0))?;
-    epoll.add(stop.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP_EVENT))?;
+    epoll.add(
+        stop.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, STOP_EVENT),
+    )?;
     Ok(epoll)
 }
 

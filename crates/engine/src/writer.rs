@@ -637,10 +637,14 @@ impl Committer {
             w.write_out_as(&self.shared, mode)?;
             self.shared.segments.note_written(w.segment, w.fill());
         }
+        let write_behind = self.shared.config.durability != Durability::Sync;
         if records > 0 {
             let records = u32::try_from(records).expect("a batch is at most BATCH_OPS_MAX");
             self.unflushed_writes = self.unflushed_writes.saturating_add(records);
-            if self.oldest_unflushed.is_none() {
+            // Only write-behind has a deadline for the timer: a sync batch is flushed below,
+            // and waking the timer there cost every sync write a thread wake-up (and the
+            // timer's wait for the committer's lock).
+            if write_behind && self.oldest_unflushed.is_none() {
                 self.oldest_unflushed = Some(Instant::now());
                 // The timer learns the new deadline (a full channel: it will look anyway).
                 let _ = self.wake_tx.try_send(());
