@@ -50,6 +50,7 @@ done
 seed=${seed:-$(( $(od -An -N4 -tu4 /dev/urandom) % 1000000 + 1 ))}
 replay="$0 --seed $seed --kill9-rounds $kill9_rounds --power-offs $power_offs"
 replay+=" --bad-input-seconds $bad_seconds --bad-input-requests $bad_requests${only:+ --only $only}"
+replay+=" --crash-seeds $crash_seeds"
 hpkv_log "torture: seed $seed (replay: $replay)"
 wanted() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
