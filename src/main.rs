@@ -315,6 +315,16 @@ fn serving_line(
             node.path.display(),
             notify::NODE_SETTLE_TIMEOUT
         );
+    } else if node.gid == 0 && run_as.is_some_and(|r| r.gid.as_raw() != 0) {
+        // udev resolves a rule's GROUP= when it loads its rules: a group made afterwards
+        // stays unknown to it until the rules are loaded again.
+        log::warn!(
+            "{}: udev left it in group root, so only root can use it: is udev/60-hpkv.rules \
+             installed, and were udev's rules reloaded after group {} was made \
+             ('udevadm control --reload-rules')?",
+            node.path.display(),
+            run_as.map_or("hpkv", |r| r.group.as_str())
+        );
     }
     format!(
         "serving {} ({}:{} {:04o}; {profile} profile, {:?} durability) from {}",

@@ -138,7 +138,7 @@ rm -rf "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/
 used_mib=$(du -sm "$root" | cut -f1)
 [ "$used_mib" -lt $((image_mib * 3 / 4)) ] || hpkv_die "the root tree ($used_mib MiB) does not fit $image_mib MiB"
 mkdir -p "$work/out"
-mkfs.ext4 -q -F -L hpkv-root -d "$root" "$work/out/root.img" "${image_mib}M"
+mkfs.ext4 -q -F -L hpkv-root -d "$root" "$work/out/root.img" "${image_mib}M" >&2  # it may say "Creating regular file": stdout is the answer
 cat >"$work/out/image.env" <<EOF
 KVER=$KVER
 DEBIAN_SUITE=$suite

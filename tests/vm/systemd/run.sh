@@ -39,6 +39,7 @@ t0=$(now)
 hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}" debootstrap dpkg-dev e2fsprogs
 kit=$("$HPKV_VM_DIR/guest-kit.sh")
 image=$("$here/image.sh")
+[ -f "$image/root.img" ] || hpkv_die "image.sh gave no image directory: '$image'"
 t_image=$(now)
 
 cd "$HPKV_REPO"
