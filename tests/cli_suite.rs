@@ -392,4 +392,25 @@ fn stats_watch_prometheus(ctx: &Ctx) {
         .expect("hpkv_info");
     assert!(info.contains(&format!("node=\"{}\"", ctx.name)), "{info}");
     assert!(prom.contains("# TYPE hpkv_gets_total counter"));
+    // The live output, through a well-kept parser of the text format: every line taken, and
+    // the counters typed as counters.
+    for line in prom.lines() {
+        let parsed = prometheus_parse::LineInfo::parse(line);
+        assert!(
+            !matches!(parsed, prometheus_parse::LineInfo::Ignored),
+            "a line the parser does not take: {line}"
+        );
+    }
+    let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format");
+    let gets = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "hpkv_gets_total")
+        .expect("hpkv_gets_total");
+    assert!(
+        matches!(gets.value, prometheus_parse::Value::Counter(n) if n >= 0.0),
+        "{:?}",
+        gets.value
+    );
 }

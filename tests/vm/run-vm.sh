@@ -421,8 +421,10 @@ if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch
 console=$tmp/console.txt
 tr -d '\r' <"$log" >"$console"
 fails=$tmp/fails.txt
-grep -a '^HPKV-RESULT FAIL ' "$console" >"$fails" || true
-npass=$(grep -a -c '^HPKV-RESULT PASS ' "$console" || true)
+# A result line may follow a test's own output that did not end its line (the serial console
+# keeps no line boundaries between writers), so results are found anywhere in a line.
+grep -a -o 'HPKV-RESULT FAIL .*' "$console" >"$fails" || true
+npass=$(grep -a -o 'HPKV-RESULT PASS ' "$console" | wc -l)
 exit_line=$(grep -a '^HPKV-VM guest-main exit=' "$console" | tail -n 1 || true)
 power_off_line=$(grep -a '^HPKV-VM power-off' "$console" | tail -n 1 || true)
 if [ -n "$power_off_line" ] && [ -z "$exit_line" ] && { [ "$vm_rc" = 0 ] || [ -f "$tmp/powered-off" ]; }; then
