@@ -9,6 +9,8 @@
 #   hpkv_is_elf FILE          true for an ELF file
 #   hpkv_elf_libs FILE [DIRS] prints the shared libraries (and the dynamic loader) FILE needs, as absolute
 #                             paths, one per line; DIRS (colon-separated) are searched first (LD_LIBRARY_PATH)
+#   hpkv_vm_results CONSOLE FAILS   writes the console's FAIL result lines to FAILS, prints the PASS count
+#   hpkv_vm_uptime CONSOLE WHAT     the guest's uptime at its "HPKV-VM WHAT" milestone, if printed
 
 HPKV_VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck disable=SC2034  # used by the scripts that source this file
@@ -46,4 +48,18 @@ hpkv_elf_libs() {
         hpkv_log "$file: missing shared libraries: ${missing[*]}"
         return 1
     fi
+}
+
+# The guest's result lines in CONSOLE (carriage returns removed): the FAIL lines into FAILS, the
+# number of PASS lines on stdout. A result line may follow a test's own output that did not end
+# its line (the serial console keeps no line boundaries between writers), so results are found
+# anywhere in a line.
+hpkv_vm_results() {
+    grep -a -o 'HPKV-RESULT FAIL .*' "$1" >"$2" || true
+    { grep -a -o 'HPKV-RESULT PASS ' "$1" || true; } | wc -l  # none: 0, not a failed pipeline
+}
+
+# The guest's uptime (seconds) at its first "HPKV-VM WHAT ... uptime=S" line in CONSOLE.
+hpkv_vm_uptime() {
+    { grep -a "^HPKV-VM $2" "$1" || true; } | head -n 1 | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p'
 }

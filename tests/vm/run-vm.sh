@@ -421,10 +421,7 @@ if [ -n "$watch_pid" ]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch
 console=$tmp/console.txt
 tr -d '\r' <"$log" >"$console"
 fails=$tmp/fails.txt
-# A result line may follow a test's own output that did not end its line (the serial console
-# keeps no line boundaries between writers), so results are found anywhere in a line.
-grep -a -o 'HPKV-RESULT FAIL .*' "$console" >"$fails" || true
-npass=$(grep -a -o 'HPKV-RESULT PASS ' "$console" | wc -l)
+npass=$(hpkv_vm_results "$console" "$fails")
 exit_line=$(grep -a '^HPKV-VM guest-main exit=' "$console" | tail -n 1 || true)
 power_off_line=$(grep -a '^HPKV-VM power-off' "$console" | tail -n 1 || true)
 if [ -n "$power_off_line" ] && [ -z "$exit_line" ] && { [ "$vm_rc" = 0 ] || [ -f "$tmp/powered-off" ]; }; then
@@ -454,9 +451,8 @@ fi
 nfail=$(wc -l <"$fails")
 
 # Timings: host wall clock, and the guest's uptime at its milestones.
-up() { { grep -a "^HPKV-VM $1" "$console" || true; } | head -n 1 | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p'; }
-up_main=$(up 'guest-main start')
-up_exit=$(up 'guest-main exit')
+up_main=$(hpkv_vm_uptime "$console" 'guest-main start')
+up_exit=$(hpkv_vm_uptime "$console" 'guest-main exit')
 timing="vm: kernel $KVER; initramfs $(secs "$t_start" "$t_built") s; qemu $(secs "$t_boot" "$t_end") s"
 [ -n "$up_main" ] && timing+="; boot to guest-main ${up_main} s (guest clock)"
 [ -n "$up_main" ] && [ -n "$up_exit" ] && timing+="; guest-main $(secs "$up_main" "$up_exit") s"

@@ -114,8 +114,7 @@ t_end=$(now)
 console=$tmp/console.txt
 tr -d '\r' <"$log" >"$console"
 fails=$tmp/fails.txt
-grep -a '^HPKV-RESULT FAIL ' "$console" >"$fails" || true
-npass=$(grep -a -c '^HPKV-RESULT PASS ' "$console" || true)
+npass=$(hpkv_vm_results "$console" "$fails")
 exit_line=$(grep -a '^HPKV-VM guest-main exit=' "$console" | tail -n 1 || true)
 if [ "$vm_rc" = 124 ] || [ "$vm_rc" = 137 ]; then
     echo "HPKV-RESULT FAIL vm:timeout the VM ran longer than ${timeout_s}s and was killed" >>"$fails"
@@ -129,9 +128,8 @@ if [ "$npass" = 0 ] && ! [ -s "$fails" ]; then
 fi
 nfail=$(wc -l <"$fails")
 
-up() { { grep -a "^HPKV-VM $1" "$console" || true; } | head -n 1 | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p'; }
-up_main=$(up 'guest-main start')
-up_exit=$(up 'guest-main exit')
+up_main=$(hpkv_vm_uptime "$console" 'guest-main start')
+up_exit=$(hpkv_vm_uptime "$console" 'guest-main exit')
 exposure=$(sed -n 's/^HPKV-VM exposure=//p' "$console" | head -n 1)
 timing="systemd vm: image $(secs "$t0" "$t_image") s; package $(secs "$t_image" "$t_built") s; qemu $(secs "$t_boot" "$t_end") s"
 [ -n "$up_main" ] && timing+="; boot to the test ${up_main} s (guest clock)"
