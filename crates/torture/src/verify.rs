@@ -181,16 +181,29 @@ pub fn verify_only(
     keys: u32,
     seed: u64,
 ) -> Result<Figures, String> {
+    let (_, _, figures) = check(log_path, device, keys, seed, 0x7f)?;
+    Ok(figures)
+}
+
+/// Reads the store back (with reads chosen by `seed` and `salt`) and judges it against the
+/// log: the log, the verdict and the figures.
+fn check(
+    log_path: &Path,
+    device: &Path,
+    keys: u32,
+    seed: u64,
+    salt: u64,
+) -> Result<(LogDev, model::Verdict, Figures), String> {
     let log = LogDev::open(log_path).map_err(|e| format!("opening the log: {e}"))?;
     let h = history(&log)?;
     let mut store = crate::worker::open_store(device, std::time::Duration::from_secs(10))
         .map_err(|e| format!("opening {}: {e}", device.display()))?;
-    let mut rng = Rng::derive(seed, &[0x7f, u64::from(log.header.epoch), h.operations]);
+    let mut rng = Rng::derive(seed, &[salt, u64::from(log.header.epoch), h.operations]);
     let (observed, mut figures) = observe(&mut store, log.header.writers, keys, &mut rng)?;
-    model::verify(&h, &observed)?;
+    let verdict = model::verify(&h, &observed)?;
     figures.operations = h.operations;
     figures.acknowledged = h.acknowledged;
-    Ok(figures)
+    Ok((log, verdict, figures))
 }
 
 /// Verifies the store behind `device` against the log at `log_path` and, if it passes,
@@ -201,13 +214,7 @@ pub fn verify_and_settle(
     keys: u32,
     seed: u64,
 ) -> Result<Figures, String> {
-    let log = LogDev::open(log_path).map_err(|e| format!("opening the log: {e}"))?;
-    let h = history(&log)?;
-    let mut store = crate::worker::open_store(device, std::time::Duration::from_secs(10))
-        .map_err(|e| format!("opening {}: {e}", device.display()))?;
-    let mut rng = Rng::derive(seed, &[0x7e, u64::from(log.header.epoch), h.operations]);
-    let (observed, mut figures) = observe(&mut store, log.header.writers, keys, &mut rng)?;
-    let verdict = model::verify(&h, &observed)?;
+    let (log, verdict, figures) = check(log_path, device, keys, seed, 0x7e)?;
     let epoch = log.header.epoch;
     for (w, d) in (0..log.header.writers).zip(&verdict.digests) {
         let mut rec = Record::new(Kind::Settle, OpCode::None, epoch, 0);
@@ -223,7 +230,5 @@ pub fn verify_and_settle(
             .and_then(|mut r| r.append(&rec))
             .map_err(|e| format!("recording the PURGE decision: {e}"))?;
     }
-    figures.operations = h.operations;
-    figures.acknowledged = h.acknowledged;
     Ok(figures)
 }
