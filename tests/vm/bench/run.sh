@@ -15,6 +15,7 @@
 #   sync_100_t1    the same as sync_100 with hpkvd --threads 1
 #   wb_100         hpkvd --durability write-behind, 100 records
 #   sync_1w/_8w    new keys, one writer / 8 writers (durable writes per second)
+#   noop_write_8   8 writers on the no-op server: the most any CUSE server allows here, per second
 #   load           hpkvctl load of a dump of the store (records per second)
 # and prints the ratios with the goals of issue 8. The last line is "N passed, M failed" (the
 # steps that ran); the figures themselves never fail the run.
@@ -121,7 +122,12 @@ END {
     show("(info) GET / no-op GET, one thread", p("hpkv_get"), p("noop_get_t1"), "–", 1)
     show("(info) no-op write, one thread / pool", p("noop_write_t1"), p("noop_write"), "–", 1)
     show("(info) 8 writers / the floor server with 8 writers, per second", r("sync_8w"), r("floor_sync_8"), "–", 1)
+    show("(info) the ceiling: no-op server, 8 writers / hpkvd, 1 writer, per second", r("noop_write_8"), r("sync_1w"), "–", 1)
+    show("(info) hpkvd, 8 writers / no-op server, 8 writers, per second", r("sync_8w"), r("noop_write_8"), "–", 1)
 }' "$console"
+echo
+echo "Compaction in the stores the one-writer step overwrote (counters before and after it):"
+grep -a '^COMPACTION ' "$console" | sed 's/^COMPACTION /  /' || echo "  (not reported)"
 echo
 tail -n 1 "$outf"
 exit "$rc"
