@@ -85,12 +85,10 @@ impl Enospc {
         s.keys = KEYS;
         s.big_percent = 70;
         s.purges = false;
-        // No deletes while the writers fill the device: deletes interleaved with puts on a
-        // full device can end in deletes answering ENOSPC, an engine bug that
-        // `deletes_keep_working_on_a_full_device_while_puts_go_on` in
-        // crates/engine/tests/engine_crash.rs shows (ignored until it is fixed). Here the
+        // Deletes go on while the writers fill the device, and one answering ENOSPC fails
+        // the worker: puts must never take the segments kept for deletes (the engine's
+        // `deletes_keep_working_on_a_full_device_while_puts_go_on`, found here). More
         // deletes come between the fills, checked one by one.
-        s.deletes = false;
         s
     }
 

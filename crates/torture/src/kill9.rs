@@ -49,7 +49,6 @@ impl Common {
             purges: true,
             big_percent: 4,
             purge_every_ms: 4000,
-            deletes: true,
         }
     }
 

@@ -243,8 +243,6 @@ struct WorkerArgs {
     big_percent: u64,
     #[arg(long)]
     purge_every_ms: u64,
-    #[arg(long)]
-    no_deletes: bool,
     /// A reader's read path (`reader::read_path`).
     #[arg(long, default_value = "client")]
     read_path: String,
@@ -277,7 +275,6 @@ fn run_worker(a: WorkerArgs) -> ExitCode {
         purges: a.purges,
         big_percent: a.big_percent,
         purge_every_ms: a.purge_every_ms,
-        deletes: !a.no_deletes,
     };
     match a.role.as_str() {
         "writer" => worker::run_writer(&spec),

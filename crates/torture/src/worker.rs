@@ -44,8 +44,6 @@ pub struct WorkerSpec {
     pub big_percent: u64,
     /// Milliseconds between PURGEs (the purger), at random up to this.
     pub purge_every_ms: u64,
-    /// Whether writers delete (the full-device scenario fills without deletes).
-    pub deletes: bool,
 }
 
 /// Errnos that do not say whether a write took effect: the daemon went away (ECONNABORTED,
@@ -195,12 +193,11 @@ impl<'a> Writer<'a> {
             22..=39 | 60..=79 => OpCode::PartialUpdate,
             _ => OpCode::Insert,
         };
-        let code =
-            if code == OpCode::Delete && (!self.spec.deletes || cur == 0 && self.rng.chance(70)) {
-                OpCode::Insert // mostly delete keys that exist
-            } else {
-                code
-            };
+        let code = if code == OpCode::Delete && cur == 0 && self.rng.chance(70) {
+            OpCode::Insert // mostly delete keys that exist
+        } else {
+            code
+        };
         let len = match code {
             OpCode::Delete => 0,
             OpCode::WritePut => self.segment_len(hpkv_abi::WRITE_VALUE_MAX),

@@ -87,9 +87,6 @@ fn worker_command(spec: &WorkerSpec, role: &str) -> Command {
     if spec.purges {
         c.arg("--purges");
     }
-    if !spec.deletes {
-        c.arg("--no-deletes");
-    }
     c
 }
 
