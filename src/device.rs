@@ -15,9 +15,10 @@ use parking_lot::Mutex;
 use slab::Slab;
 
 use hpkv_abi::{
-    self as abi, Command, Decoded, InfoRecord, Profile, RangeBuilder, StatsRecord, WriteRequest,
+    self as abi, BatchRecords, Command, Decoded, InfoRecord, Profile, RangeBuilder, StatsRecord,
+    WriteRequest,
 };
-use hpkv_engine::{Engine, Error, Versioned, WriteOp};
+use hpkv_engine::{Engine, Error, Records, Versioned, WriteOp};
 
 use crate::cuse::{CallerArea, Handler, IoctlRequest, Reply};
 use crate::monitor;
@@ -27,6 +28,9 @@ use crate::view::SharedView;
 // be stored, and every stored one can be answered.
 const _: () = assert!(abi::KEY_MAX == hpkv_engine::format::KEY_MAX);
 const _: () = assert!(abi::VALUE_MAX == hpkv_engine::format::VALUE_MAX);
+// Every batch the ABI carries is one the engine takes whole.
+const _: () = assert!(abi::PUT_BATCH_RECORDS_MAX <= hpkv_engine::PUTS_RECORDS_MAX);
+const _: () = assert!(abi::PUT_BATCH_MAX <= hpkv_engine::PUTS_BYTES_MAX);
 
 /// Open files at most; more opens fail with ENFILE.
 pub const OPEN_FILES_MAX: usize = 1 << 16;
@@ -99,6 +103,31 @@ impl HpkvDevice {
                 }
                 match result {
                     Ok(()) => on_success(reply),
+                    Err(e) => reply.error(errno_of(&e)),
+                }
+            }),
+        );
+    }
+
+    /// Hands a batch of puts to the engine; the reply (the number stored) goes out once every
+    /// record is acknowledged, in one group commit.
+    fn submit_batch(&self, records: &BatchRecords<'_>, reply: Reply) {
+        let traced = monitor::enabled().then(|| records.count());
+        let records: Records = records.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self.engine.submit_puts(
+            records,
+            Box::new(move |result| {
+                if let Some(count) = traced {
+                    match &result {
+                        Ok(stored) => log::trace!("batch of {count}: {stored} stored"),
+                        Err(e) => log::trace!("batch of {count}: {e}"),
+                    }
+                }
+                match result {
+                    Ok(stored) => {
+                        let stored = i32::try_from(stored).expect("a batch's count fits an i32");
+                        reply.ioctl(stored, &[]);
+                    }
                     Err(e) => reply.error(errno_of(&e)),
                 }
             }),
@@ -190,6 +219,7 @@ impl HpkvDevice {
                     Err(e) => reply.error(errno_of(&e)),
                 }
             }
+            Command::PutBatch(records) => self.submit_batch(&records, reply),
             Command::Stats => reply.ioctl(0, &[&self.stats().encode()]),
             Command::Info => reply.ioctl(0, &[&self.info.encode()]),
         }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hpkv_abi::{Command, DurabilityMode, InfoRecord, Profile, WriteRequest};
+use hpkv_abi::{BatchRecords, Command, DurabilityMode, InfoRecord, Profile, WriteRequest};
 use hpkv_engine::{Durability, Engine, WriteOp};
 
 /// Whether requests are logged (log level 7, trace).
@@ -51,7 +51,21 @@ pub fn command(cmd: &Command<'_>) -> String {
         Command::Stats => "HPKV_IOC_STATS".into(),
         Command::Info => "HPKV_IOC_INFO".into(),
         Command::Sync => "HPKV_IOC_SYNC".into(),
+        Command::PutBatch(records) => batch(records),
     }
+}
+
+/// A `PUT_BATCH`: its size and its first key.
+fn batch(records: &BatchRecords<'_>) -> String {
+    let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let first = records
+        .iter()
+        .next()
+        .map_or_else(String::new, |(k, _)| key(k));
+    format!(
+        "HPKV_IOC_PUT_BATCH of {} records ({bytes} bytes), the first {first}",
+        records.count()
+    )
 }
 
 /// A `write()` as the monitor shows it.
@@ -137,6 +151,21 @@ mod tests {
             value: b"v",
         };
         assert_eq!(command(&cmd), "INSERT \"k\\x00:\\n\\x1b\" (1 bytes)");
+        let arg = hpkv_abi::encode_put_batch(&[(b"k\n", b"12"), (b"b", b"3")]).unwrap();
+        let decoded = hpkv_abi::decode_ioctl(
+            Profile::Readme,
+            hpkv_abi::IOC_PUT_BATCH,
+            4096,
+            arg.as_bytes(),
+            0,
+        );
+        let hpkv_abi::Decoded::Ready(cmd) = decoded else {
+            panic!("{decoded:?}");
+        };
+        assert_eq!(
+            command(&cmd),
+            "HPKV_IOC_PUT_BATCH of 2 records (6 bytes), the first \"k\\n\""
+        );
         let text = "30313233-3435-3637-3839-616263646566";
         let info = InfoRecord {
             store_uuid: uuid_bytes(text),

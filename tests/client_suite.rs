@@ -144,6 +144,10 @@ fn suite(device: &str) {
         ("sync_and_typed_errors", sync_and_typed_errors),
         ("purge", purge),
         ("get_goes_where_the_view_says", get_goes_where_the_view_says),
+        (
+            "put_batch_is_seen_by_every_get",
+            put_batch_is_seen_by_every_get,
+        ),
     ];
     let prefix = if view_off() {
         "client-device"
@@ -191,6 +195,51 @@ fn get_goes_where_the_view_says(device: &str) {
         );
         assert_eq!(device_only.view_counters().device, 1);
     }
+}
+
+/// A batch overwrites keys the view holds and adds new ones: every GET after the answer, by
+/// the view or the device, sees the batch's values (the later of two for the same key).
+fn put_batch_is_seen_by_every_get(device: &str) {
+    let c = Client::open(device).unwrap();
+    let keys: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("cl-batch-{i}").into_bytes())
+        .collect();
+    for k in &keys[..25] {
+        c.put(k, b"old").unwrap();
+        assert_eq!(
+            c.get(k).unwrap().as_deref(),
+            Some(&b"old"[..]),
+            "in the view now"
+        );
+    }
+    let values: Vec<Vec<u8>> = (0..50).map(|i| format!("new-{i}").into_bytes()).collect();
+    let mut records: Vec<(&[u8], &[u8])> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    records.push((&keys[3], b"the later one"));
+    assert!(c.supports_put_batch().unwrap());
+    assert_eq!(c.put_batch(&records).unwrap(), 51);
+    let device_only = Client::open(device).unwrap().without_view();
+    for (i, k) in keys.iter().enumerate() {
+        let want: &[u8] = if i == 3 { b"the later one" } else { &values[i] };
+        assert_eq!(c.get(k).unwrap().as_deref(), Some(want), "key {i}");
+        assert_eq!(
+            device_only.get(k).unwrap().as_deref(),
+            Some(want),
+            "key {i}"
+        );
+    }
+    if !view_off() {
+        assert!(c.view_counters().hits >= 25, "{:?}", c.view_counters());
+    }
+    let too_big = vec![0u8; hpkv_client::abi::VALUE_MAX];
+    assert!(matches!(
+        c.put_batch(&[(b"cl-batch-x", &too_big), (b"cl-batch-y", &too_big)]),
+        Err(Error::Request(_))
+    ));
+    assert_eq!(c.get(b"cl-batch-x").unwrap(), None);
 }
 
 fn put_get_append_delete(device: &str) {

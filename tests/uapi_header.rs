@@ -52,6 +52,26 @@ fn the_header_compiles_as_c99_and_agrees_with_rust() {
         abi::INFO_STRUCT_SIZE as u64,
     );
     c += &check(
+        "ioc_put_batch",
+        "HPKV_IOC_PUT_BATCH",
+        u64::from(abi::IOC_PUT_BATCH),
+    );
+    c += &check(
+        "put_batch_size",
+        "sizeof(struct hpkv_put_batch)",
+        abi::PUT_BATCH_HEADER_SIZE as u64,
+    );
+    c += &check(
+        "batch_entry_size",
+        "sizeof(struct hpkv_batch_entry)",
+        abi::BATCH_ENTRY_HEADER_SIZE as u64,
+    );
+    c += &check(
+        "batch_entry_macro",
+        "HPKV_BATCH_ENTRY_SIZE(3, 10)",
+        abi::batch_entry_size(3, 10) as u64,
+    );
+    c += &check(
         "entry_macro",
         "HPKV_RANGE_ENTRY_SIZE(3, 10)",
         abi::range_entry_size(3, 10) as u64,

@@ -204,10 +204,48 @@ struct hpkv_info {
 #define HPKV_DURABILITY_SYNC 0
 #define HPKV_DURABILITY_WRITE_BEHIND 1
 
+/*
+ * PUT_BATCH: stores count records in one request, in order (a later
+ * duplicate key wins), and answers once every one is acknowledged under the
+ * daemon's durability (in sync mode with one flush for the whole batch).
+ * The argument is struct hpkv_put_batch, then bytes bytes of entries; each
+ * entry is a struct hpkv_batch_entry, the key, the value, then padding to a
+ * multiple of 8 bytes (HPKV_BATCH_ENTRY_SIZE; its bytes are not looked at).
+ * Header and entries together are at most HPKV_PUT_BATCH_MAX bytes: what
+ * CUSE carries into one ioctl. Keys are 1..HPKV_KEY_MAX bytes, values
+ * 1..HPKV_VALUE_MAX, both binary, as for INSERT.
+ * Returns the number of records stored: count, or fewer when the device
+ * filled in the middle (the first ones, in order; ENOSPC when none was).
+ * Errors: EINVAL (count 0; flags or a reserved field not 0; a length out of
+ * bounds; entries that do not fill exactly bytes bytes; nothing is stored),
+ * EMSGSIZE (bytes over HPKV_PUT_BATCH_MAX - sizeof(struct hpkv_put_batch)),
+ * ENOSPC, EIO, EFAULT.
+ */
+#define HPKV_PUT_BATCH_MAX 131072 /* header and entries: 32 pages of 4096 */
+
+struct hpkv_put_batch {
+	__u32 count;    /* in: records that follow, at least 1 */
+	__u32 bytes;    /* in: bytes of the entries that follow the struct */
+	__u32 flags;    /* in: 0 */
+	__u32 reserved; /* in: 0 */
+	/* bytes bytes of entries follow */
+};
+
+struct hpkv_batch_entry {
+	__u16 key_len;   /* 1..HPKV_KEY_MAX */
+	__u16 reserved;  /* 0 */
+	__u32 value_len; /* 1..HPKV_VALUE_MAX */
+	/* key_len bytes of key, value_len bytes of value, padding to 8 */
+};
+
+#define HPKV_BATCH_ENTRY_SIZE(key_len, value_len) \
+	((sizeof(struct hpkv_batch_entry) + (key_len) + (value_len) + 7) & ~(__u64)7)
+
 #define HPKV_IOC_GET _IOWR(HPKV_IOC_MAGIC, 1, struct hpkv_get)
 #define HPKV_IOC_RANGE _IOWR(HPKV_IOC_MAGIC, 2, struct hpkv_range)
 #define HPKV_IOC_STATS _IOR(HPKV_IOC_MAGIC, 3, struct hpkv_stats)
 #define HPKV_IOC_SYNC _IO(HPKV_IOC_MAGIC, 4)
 #define HPKV_IOC_INFO _IOR(HPKV_IOC_MAGIC, 5, struct hpkv_info)
+#define HPKV_IOC_PUT_BATCH _IOW(HPKV_IOC_MAGIC, 6, struct hpkv_put_batch)
 
 #endif /* _UAPI_LINUX_HPKV_H */

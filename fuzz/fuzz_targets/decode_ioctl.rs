@@ -21,7 +21,7 @@ const MAX_IOVS: usize = 4;
 const MAX_ROUNDS: usize = 4;
 
 fn command(u: &mut Unstructured) -> Result<u32> {
-    Ok(match u.int_in_range(0u8..=15)? {
+    Ok(match u.int_in_range(0u8..=17)? {
         n @ 0..=5 => n as u32,
         6 | 7 => abi::IOC_GET,
         8 | 9 => abi::IOC_RANGE,
@@ -30,6 +30,7 @@ fn command(u: &mut Unstructured) -> Result<u32> {
         // A real number with one bit flipped: the size or direction field of an _IOC.
         12 => abi::IOC_GET ^ (1 << u.int_in_range(0u32..=31)?),
         13 => abi::IOC_RANGE ^ (1 << u.int_in_range(0u32..=31)?),
+        14 | 15 => abi::IOC_PUT_BATCH,
         _ => u.arbitrary()?,
     })
 }
@@ -78,6 +79,11 @@ fn check_ready(cmd: &Command<'_>, input: &[u8]) {
             assert_eq!(r.header.len(), abi::RANGE_HEADER_SIZE);
             vec![r.start, r.end, r.header]
         }
+        Command::PutBatch(records) => {
+            assert!((1..=abi::PUT_BATCH_RECORDS_MAX).contains(&records.count()));
+            assert_eq!(records.iter().count(), records.count());
+            records.iter().flat_map(|(k, v)| [k, v]).collect()
+        }
         Command::Purge | Command::Stats | Command::Info | Command::Sync => vec![],
     };
     for s in slices {
@@ -90,6 +96,12 @@ fn check_ready(cmd: &Command<'_>, input: &[u8]) {
             assert!((1..=abi::VALUE_MAX).contains(&v.len()));
         }
         Command::SafeGet { key, .. } => assert!((1..=abi::KEY_MAX).contains(&key.len())),
+        Command::PutBatch(records) => {
+            for (key, value) in records.iter() {
+                assert!((1..=abi::KEY_MAX).contains(&key.len()));
+                assert!((1..=abi::VALUE_MAX).contains(&value.len()));
+            }
+        }
         _ => {}
     }
 }

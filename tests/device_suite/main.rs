@@ -104,6 +104,9 @@ fn readme_tests() -> Vec<(&'static str, TestFn)> {
         concurrent_threads,
         concurrent_processes,
         round_trips_to_the_daemon_per_ioctl,
+        put_batch_stores_every_record_with_one_flush,
+        put_batch_of_the_largest_size_and_at_the_guard_page,
+        put_batch_errnos_and_nothing_stored,
     ]
 }
 
@@ -231,6 +234,12 @@ fn insert(f: &File, key: &[u8], value: &[u8]) -> Result<i32, i32> {
 fn delete_readme(f: &File, key: &[u8]) -> Result<i32, i32> {
     let mut k = abi::encode_str_key(key).expect("a string key");
     ioctl_buf(f, abi::CMD_DELETE, &mut k)
+}
+
+/// `HPKV_IOC_PUT_BATCH` of `records`: the number stored, or the errno.
+fn put_batch(f: &File, records: &[(&[u8], &[u8])]) -> Result<i32, i32> {
+    let batch = abi::encode_put_batch(records).expect("records that fit in a batch");
+    ioctl_buf(f, abi::IOC_PUT_BATCH, &mut batch.as_bytes().to_vec())
 }
 
 fn purge(f: &File) {
@@ -619,6 +628,13 @@ fn every_command_on_any_open_fd(ctx: &Ctx) {
             Ok(0),
             "DELETE on flags {flags:#x}"
         );
+        assert_eq!(
+            put_batch(&f, &[(key.as_bytes(), b"b1"), (b"t12-batch", b"b2")]),
+            Ok(2),
+            "PUT_BATCH on flags {flags:#x}"
+        );
+        assert_eq!(get_str(&f, key.as_bytes()), Ok(b"b1".to_vec()));
+        assert_eq!(delete_readme(&f, key.as_bytes()), Ok(0));
     }
 }
 
@@ -797,6 +813,17 @@ fn round_trips_to_the_daemon_per_ioctl(ctx: &Ctx) {
     });
     check("PURGE", 1, &mut |_| {
         assert_eq!(ioctl(&f, abi::CMD_PURGE, std::ptr::null_mut()), Ok(0));
+    });
+    check("HPKV_IOC_PUT_BATCH, in a page", 2, &mut |p| {
+        let batch = abi::encode_put_batch(&[(b"rt-b1", b"1"), (b"rt-b2", b"2")]).unwrap();
+        p[..batch.len()].copy_from_slice(batch.as_bytes());
+        assert_eq!(ioctl_buf(&f, abi::IOC_PUT_BATCH, p), Ok(2));
+    });
+    check("HPKV_IOC_PUT_BATCH, 100 KiB", 3, &mut |p| {
+        let value = vec![b'b'; 50_000];
+        let batch = abi::encode_put_batch(&[(b"rt-b1", &value), (b"rt-b2", &value)]).unwrap();
+        p[..batch.len()].copy_from_slice(batch.as_bytes());
+        assert_eq!(ioctl_buf(&f, abi::IOC_PUT_BATCH, p), Ok(2));
     });
     check("unknown command", 1, &mut |p| {
         assert_eq!(ioctl_buf(&f, 42, p), Err(ENOTTY));
@@ -1053,4 +1080,159 @@ fn check(ctx: &Ctx, prefix: &str, count: usize) {
             std::process::exit(1);
         }
     }
+}
+
+// ------------------------------------------------------------------------ PUT_BATCH
+
+/// A batch of 1000 records (binary keys and values, a duplicate key, a largest record) is
+/// answered with its count once all are stored: visible to GET, RANGE, the listing and
+/// STATS, with one device flush for the whole batch (sync mode) and puts counted per record.
+fn put_batch_stores_every_record_with_one_flush(ctx: &Ctx) {
+    let f = open(ctx);
+    purge(&f);
+    let keys: Vec<Vec<u8>> = (0..998)
+        .map(|i| format!("pb-{i:04}\0:\n").into_bytes())
+        .collect();
+    let values: Vec<Vec<u8>> = (0..998).map(|i| vec![byte(i); 1 + i % 97]).collect();
+    let big = vec![b'B'; abi::VALUE_MAX];
+    let key_max = vec![b'K'; abi::KEY_MAX];
+    let mut records: Vec<(&[u8], &[u8])> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    records.push((&key_max, &big));
+    records.push((&keys[0], b"the later one wins"));
+    let before = stats(&f);
+    assert_eq!(put_batch(&f, &records), Ok(1000));
+    let after = stats(&f);
+    assert_eq!(after.records, 999);
+    assert_eq!(
+        after.puts - before.puts,
+        1000,
+        "puts are counted per record"
+    );
+    assert_eq!(
+        after.device_flushes - before.device_flushes,
+        1,
+        "one flush for the batch"
+    );
+    assert_eq!(get_exact(&f, &keys[0]), Ok(b"the later one wins".to_vec()));
+    assert_eq!(get_exact(&f, &keys[500]), Ok(values[500].clone()));
+    assert_eq!(get_exact(&f, &key_max), Ok(big));
+    let query = RangeQuery {
+        start: b"pb-0100",
+        end: b"pb-0200",
+        capacity: abi::RANGE_CAPACITY_MAX,
+        ..RangeQuery::default()
+    };
+    let mut range = abi::encode_range(&query).unwrap();
+    range.resize(abi::RANGE_STRUCT_SIZE + abi::RANGE_CAPACITY_MAX, 0);
+    assert_eq!(ioctl_buf(&f, abi::IOC_RANGE, &mut range), Ok(0));
+    let page = abi::parse_range(&range, abi::RANGE_CAPACITY_MAX).unwrap();
+    assert_eq!(page.records.len(), 100);
+    assert_eq!(page.records[7].0, keys[107].as_slice());
+    assert_eq!(page.records[7].1, values[107].as_slice());
+    let listing = read_all(&open(ctx), 65536);
+    let lines: usize = keys
+        .iter()
+        .zip(&values)
+        .skip(1)
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    let first_and_largest = keys[0].len() + 18 + 2 + abi::KEY_MAX + abi::VALUE_MAX + 2;
+    assert_eq!(
+        listing.len(),
+        lines + first_and_largest,
+        "the listing's bytes"
+    );
+}
+
+/// A batch of exactly `HPKV_PUT_BATCH_MAX` bytes is carried whole; a small one ending at
+/// the last mapped byte works; one whose entries run into unmapped memory is EFAULT.
+fn put_batch_of_the_largest_size_and_at_the_guard_page(ctx: &Ctx) {
+    let f = open(ctx);
+    let mut batch = abi::PutBatch::new();
+    let mut n = 0u32;
+    let room = |b: &abi::PutBatch| abi::PUT_BATCH_MAX - b.len();
+    while room(&batch) > abi::batch_entry_size(8, abi::VALUE_MAX) {
+        batch
+            .push(format!("pbm-{n:04}").as_bytes(), &vec![b'm'; 20_000])
+            .unwrap();
+        n += 1;
+    }
+    // Fill the rest exactly: one record whose entry takes all the room left.
+    let last_value = room(&batch) - abi::batch_entry_size(8, 0);
+    assert!(batch.push(b"pbm-last", &vec![b'l'; last_value]).unwrap());
+    assert_eq!(batch.len(), abi::PUT_BATCH_MAX);
+    let stored = ioctl_buf(&f, abi::IOC_PUT_BATCH, &mut batch.as_bytes().to_vec());
+    assert_eq!(stored, Ok(i32::try_from(n).unwrap() + 1));
+    assert_eq!(get_exact(&f, b"pbm-last").map(|v| v.len()), Ok(last_value));
+    let mut g = Guarded::new();
+    let small = abi::encode_put_batch(&[(b"pb-guard", b"at the end")]).unwrap();
+    let tail = g.tail(small.len());
+    tail.copy_from_slice(small.as_bytes());
+    assert_eq!(
+        ioctl(&f, abi::IOC_PUT_BATCH, tail.as_mut_ptr().cast()),
+        Ok(1)
+    );
+    assert_eq!(get_exact(&f, b"pb-guard"), Ok(b"at the end".to_vec()));
+    let cut = g.tail(small.len() - 8);
+    cut.copy_from_slice(&small.as_bytes()[..small.len() - 8]);
+    assert_eq!(
+        ioctl(&f, abi::IOC_PUT_BATCH, cut.as_mut_ptr().cast()),
+        Err(EFAULT)
+    );
+    let header = g.tail(10);
+    header.copy_from_slice(&small.as_bytes()[..10]);
+    assert_eq!(
+        ioctl(&f, abi::IOC_PUT_BATCH, header.as_mut_ptr().cast()),
+        Err(EFAULT)
+    );
+}
+
+/// Every malformed batch is refused whole with the errno docs/ABI.md names; nothing of it
+/// is stored, even its well-formed first records.
+fn put_batch_errnos_and_nothing_stored(ctx: &Ctx) {
+    let f = open(ctx);
+    let good = abi::encode_put_batch(&[(b"pbe-1", b"1"), (b"pbe-2", b"22")]).unwrap();
+    let with = |at: usize, v: u32| {
+        let mut b = good.as_bytes().to_vec();
+        le::set_u32(&mut b, at, v);
+        b.resize(b.len() + 64, 0);
+        b
+    };
+    let header = abi::PUT_BATCH_HEADER_SIZE;
+    let second = header + abi::batch_entry_size(5, 1);
+    let over = u32::try_from(abi::PUT_BATCH_BYTES_MAX + 8).unwrap();
+    for (what, mut b, errno) in [
+        ("zero count", with(0, 0), EINVAL),
+        ("count over the entries", with(0, 3), EINVAL),
+        ("count under the entries", with(0, 1), EINVAL),
+        ("huge count", with(0, u32::MAX), EINVAL),
+        ("flags", with(8, 1), EINVAL),
+        ("reserved", with(12, 1), EINVAL),
+        ("bytes over the entries", with(4, 64), EINVAL),
+        ("bytes over the limit", with(4, over), EMSGSIZE),
+        ("huge bytes", with(4, u32::MAX), EMSGSIZE),
+        ("a value of 0 bytes", with(second + 4, 0), EINVAL),
+        ("a value over the limit", with(second + 4, 102_401), EINVAL),
+        ("a value overrunning", with(second + 4, 1000), EINVAL),
+        ("a key of 0 bytes", with(second, 0), EINVAL),
+        ("a key of 513 bytes", with(second, 513), EINVAL),
+        ("an entry's reserved", with(second, 0x1_0005), EINVAL),
+    ] {
+        assert_eq!(
+            ioctl_buf(&f, abi::IOC_PUT_BATCH, &mut b),
+            Err(errno),
+            "{what}"
+        );
+    }
+    assert_eq!(get_exact(&f, b"pbe-1"), Err(ENOENT), "nothing stored");
+    assert_eq!(
+        ioctl(&f, abi::IOC_PUT_BATCH, std::ptr::null_mut()),
+        Err(EFAULT)
+    );
+    let g = Guarded::new();
+    assert_eq!(ioctl(&f, abi::IOC_PUT_BATCH, g.unmapped()), Err(EFAULT));
 }

@@ -37,6 +37,13 @@ pub enum RequestError {
         /// The bound's length in bytes.
         len: usize,
     },
+    /// Records that do not fit in one `HPKV_IOC_PUT_BATCH` request.
+    BatchSize {
+        /// The bytes the request would take, header included.
+        bytes: usize,
+        /// [`crate::PUT_BATCH_MAX`].
+        max: usize,
+    },
     /// A reply room (`capacity`) over what the command can fill.
     Capacity {
         /// The room asked for, in bytes.
@@ -72,6 +79,10 @@ impl fmt::Display for RequestError {
                 f,
                 "a range bound of {len} bytes; keys are at most {} bytes",
                 crate::KEY_MAX
+            ),
+            RequestError::BatchSize { bytes, max } => write!(
+                f,
+                "the records take {bytes} bytes; one batch carries at most {max}"
             ),
             RequestError::Capacity { bytes, max } => {
                 write!(
@@ -151,6 +162,14 @@ pub enum ReplyError {
     UnknownProfile(u64),
     /// A `readme` GET reply with no NUL after the value.
     NoNul,
+    /// `HPKV_IOC_PUT_BATCH` answered a count of stored records that is not 1 to the count
+    /// sent.
+    BatchCount {
+        /// The count the device answered.
+        stored: i64,
+        /// The records sent.
+        sent: usize,
+    },
     /// A reply shorter than its layout.
     Short {
         /// The buffer's length.
@@ -163,6 +182,10 @@ pub enum ReplyError {
 impl fmt::Display for ReplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ReplyError::BatchCount { stored, sent } => write!(
+                f,
+                "HPKV_IOC_PUT_BATCH says {stored} of {sent} records were stored"
+            ),
             ReplyError::ValueLength { len, capacity } => {
                 write!(
                     f,

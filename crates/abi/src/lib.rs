@@ -8,7 +8,7 @@
 //! | direction | encoder (client) | decoder (daemon) |
 //! |---|---|---|
 //! | `write()` | [`encode_write`] | [`parse_write`] |
-//! | ioctl request | [`encode_kv`], [`encode_str_key`], [`encode_v13_key`], [`encode_safe_get`], [`encode_range`] | [`decode_ioctl`] |
+//! | ioctl request | [`encode_kv`], [`encode_str_key`], [`encode_v13_key`], [`encode_safe_get`], [`encode_range`], [`PutBatch`] | [`decode_ioctl`] |
 //! | ioctl reply | [`get_reply`], [`safe_get_reply`], [`RangeBuilder`], [`StatsRecord::encode`], [`InfoRecord::encode`] (daemon) | [`parse_readme_get`], [`parse_v13_get`], [`parse_safe_get`], [`parse_range`], [`StatsRecord::decode`], [`InfoRecord::decode`] (client) |
 //! | `read()` listing | [`listing_line`] | |
 //!
@@ -53,6 +53,7 @@ use std::mem::{offset_of, size_of};
 pub mod le;
 pub mod uapi;
 
+mod batch;
 mod error;
 mod info;
 mod reply;
@@ -62,6 +63,10 @@ pub mod retry_sim;
 mod stats;
 mod write;
 
+pub use batch::{
+    batch_entry_size, encode_put_batch, BatchRecords, PutBatch, PUT_BATCH_BYTES_MAX,
+    PUT_BATCH_RECORDS_MAX,
+};
 pub use error::{ParseProfileError, ReplyError, RequestError};
 pub use info::{DurabilityMode, InfoRecord};
 pub use reply::{
@@ -129,6 +134,8 @@ pub const IOC_STATS: u32 = uapi::HPKV_IOC_STATS;
 pub const IOC_SYNC: u32 = uapi::HPKV_IOC_SYNC;
 /// `HPKV_IOC_INFO`: who serves the device (`struct hpkv_info`, [`InfoRecord`]).
 pub const IOC_INFO: u32 = uapi::HPKV_IOC_INFO;
+/// `HPKV_IOC_PUT_BATCH`: many puts in one request ([`PutBatch`], [`encode_put_batch`]).
+pub const IOC_PUT_BATCH: u32 = uapi::HPKV_IOC_PUT_BATCH;
 
 /// RANGE input flag: skip the start key itself.
 pub const RANGE_START_EXCLUSIVE: u32 = uapi::HPKV_RANGE_START_EXCLUSIVE;
@@ -145,6 +152,12 @@ pub const GET_STRUCT_SIZE: usize = size_of::<uapi::hpkv_get>();
 pub const RANGE_STRUCT_SIZE: usize = size_of::<uapi::hpkv_range>();
 /// `struct hpkv_range_entry`: key, value and padding follow each.
 pub const RANGE_ENTRY_HEADER_SIZE: usize = size_of::<uapi::hpkv_range_entry>();
+/// `struct hpkv_put_batch`: the entries follow it.
+pub const PUT_BATCH_HEADER_SIZE: usize = size_of::<uapi::hpkv_put_batch>();
+/// `struct hpkv_batch_entry`: key, value and padding follow each.
+pub const BATCH_ENTRY_HEADER_SIZE: usize = size_of::<uapi::hpkv_batch_entry>();
+/// A whole `HPKV_IOC_PUT_BATCH` argument, header and entries, at most.
+pub const PUT_BATCH_MAX: usize = uapi::HPKV_PUT_BATCH_MAX as usize;
 /// `struct hpkv_stats`.
 pub const STATS_STRUCT_SIZE: usize = size_of::<uapi::hpkv_stats>();
 /// `struct hpkv_info`.
@@ -208,6 +221,11 @@ const _: () = assert!(ioc_type(IOC_INFO) == ioc_type(IOC_GET));
 const _: () = assert!(ioc_size(IOC_INFO) == INFO_STRUCT_SIZE);
 const _: () = assert!(INFO_STRUCT_SIZE == 4536, "struct hpkv_info keeps its size");
 const _: () = assert!(INFO_STRUCT_SIZE <= 32 * 4096);
+const _: () = assert!(ioc_type(IOC_PUT_BATCH) == ioc_type(IOC_GET));
+const _: () = assert!(ioc_size(IOC_PUT_BATCH) == PUT_BATCH_HEADER_SIZE);
+const _: () = assert!(PUT_BATCH_HEADER_SIZE == 16 && BATCH_ENTRY_HEADER_SIZE == 8);
+// A whole batch is one ioctl input: CUSE's 32-page limit.
+const _: () = assert!(PUT_BATCH_MAX <= 32 * 4096);
 // The module's commands are plain numbers below every _IOC-encoded one.
 const _: () = assert!(CMD_PARTIAL_UPDATE < 6 && IOC_SYNC > 0xff);
 

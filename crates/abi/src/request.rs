@@ -7,10 +7,10 @@ use nix::errno::Errno;
 use crate::le::{set_u16, set_u32, set_u64, u16_at, u32_at, u64_at};
 use crate::{
     uapi, Profile, RequestError, CMD_DELETE, CMD_GET, CMD_INSERT, CMD_PARTIAL_UPDATE, CMD_PURGE,
-    GET_STRUCT_SIZE, INFO_STRUCT_SIZE, IOC_GET, IOC_INFO, IOC_RANGE, IOC_STATS, IOC_SYNC, KEY_MAX,
-    KV_HEADER_SIZE, RANGE_CAPACITY_MAX, RANGE_HEADER_SIZE, RANGE_START_EXCLUSIVE,
-    RANGE_STRUCT_SIZE, STATS_STRUCT_SIZE, STR_KEY_MAX, V13_KEY_HEADER_SIZE, V13_VALUE_LEN_OFFSET,
-    VALUE_MAX,
+    GET_STRUCT_SIZE, INFO_STRUCT_SIZE, IOC_GET, IOC_INFO, IOC_PUT_BATCH, IOC_RANGE, IOC_STATS,
+    IOC_SYNC, KEY_MAX, KV_HEADER_SIZE, RANGE_CAPACITY_MAX, RANGE_HEADER_SIZE,
+    RANGE_START_EXCLUSIVE, RANGE_STRUCT_SIZE, STATS_STRUCT_SIZE, STR_KEY_MAX, V13_KEY_HEADER_SIZE,
+    V13_VALUE_LEN_OFFSET, VALUE_MAX,
 };
 
 // ------------------------------------------------------------------------------ encoders
@@ -181,7 +181,7 @@ pub struct Iov {
     pub len: u64,
 }
 
-fn iov(base: u64, len: usize) -> Iov {
+pub(crate) fn iov(base: u64, len: usize) -> Iov {
     Iov {
         base,
         len: len as u64,
@@ -255,6 +255,8 @@ pub enum Command<'a> {
     Info,
     /// `HPKV_IOC_SYNC`.
     Sync,
+    /// `HPKV_IOC_PUT_BATCH`: the records, checked.
+    PutBatch(crate::BatchRecords<'a>),
 }
 
 /// A decoded `HPKV_IOC_RANGE` (the daemon's side of [`RangeQuery`]).
@@ -284,6 +286,7 @@ pub(crate) const ARG_SPAN_MAX: u64 = 32 * GRANULE;
 const _: () = assert!((RANGE_STRUCT_SIZE + RANGE_CAPACITY_MAX) as u64 <= ARG_SPAN_MAX);
 const _: () = assert!((GET_STRUCT_SIZE + VALUE_MAX) as u64 <= ARG_SPAN_MAX);
 const _: () = assert!((KV_HEADER_SIZE + KEY_MAX + VALUE_MAX) as u64 <= ARG_SPAN_MAX);
+const _: () = assert!(crate::PUT_BATCH_MAX as u64 <= ARG_SPAN_MAX);
 
 /// A null `arg`, or one so close to the top of the address space that the areas named from
 /// it would wrap around (no user memory is there: the kernel would answer EFAULT anyway).
@@ -292,7 +295,7 @@ fn bad_arg(arg: u64) -> bool {
 }
 
 /// Bytes from `addr` to the end of its granule: 1 to [`GRANULE`].
-fn granule_rest(addr: u64) -> usize {
+pub(crate) fn granule_rest(addr: u64) -> usize {
     usize::try_from(GRANULE - addr % GRANULE).expect("at most GRANULE")
 }
 
@@ -318,6 +321,7 @@ pub fn decode_ioctl(
         IOC_RANGE => decode_range(arg, input),
         IOC_STATS => decode_output_only(arg, input, out_size, STATS_STRUCT_SIZE, Command::Stats),
         IOC_INFO => decode_output_only(arg, input, out_size, INFO_STRUCT_SIZE, Command::Info),
+        IOC_PUT_BATCH => crate::batch::decode_put_batch(arg, input),
         _ => Decoded::Fail(Errno::ENOTTY),
     }
 }
@@ -335,6 +339,7 @@ fn is_known(cmd: u32) -> bool {
             | IOC_STATS
             | IOC_SYNC
             | IOC_INFO
+            | IOC_PUT_BATCH
     )
 }
 
@@ -674,7 +679,13 @@ mod tests {
     #[test]
     fn args_at_the_top_of_the_address_space_are_efault() {
         for cmd in [
-            CMD_GET, CMD_DELETE, CMD_INSERT, IOC_GET, IOC_RANGE, IOC_STATS,
+            CMD_GET,
+            CMD_DELETE,
+            CMD_INSERT,
+            IOC_GET,
+            IOC_RANGE,
+            IOC_STATS,
+            IOC_PUT_BATCH,
         ] {
             for profile in [Profile::Readme, Profile::V13] {
                 for arg in [u64::MAX, u64::MAX - 255, u64::MAX - ARG_SPAN_MAX + 1] {

@@ -37,6 +37,8 @@ const FILE_BUFFER_BYTES: usize = 1 << 20;
 /// Puts `hpkvctl load` keeps in flight: enough for hpkvd's group commit to share a flush
 /// among many writes.
 const LOAD_IN_FLIGHT: usize = 32;
+/// Batches `hpkvctl load` keeps in flight: one is committed while the next is sent.
+const LOAD_BATCHES_IN_FLIGHT: usize = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -432,9 +434,16 @@ fn load(client: &Client, path: &Path) -> Outcome {
     let reader = BufReader::with_capacity(FILE_BUFFER_BYTES, source);
     let mut reader = DumpReader::new(reader).map_err(|e| Failure::dump(&shown_path, e))?;
     let bar = progress::bar("load", records.unwrap_or(0));
-    let stored = store_records(client, &mut reader, &shown_path, |done| {
-        bar.set_position(done);
-    })?;
+    let batches = client
+        .supports_put_batch()
+        .map_err(|e| Failure::client(format!("load {shown_path}"), e))?;
+    let progress = |done| bar.set_position(done);
+    let stored = if batches {
+        store_batches(client, &mut reader, &shown_path, progress)?
+    } else {
+        // An hpkvd older than HPKV_IOC_PUT_BATCH: one put per record.
+        store_records(client, &mut reader, &shown_path, progress)?
+    };
     client
         .sync()
         .map_err(|e| Failure::client(format!("load {shown_path}"), e))?;
@@ -443,8 +452,138 @@ fn load(client: &Client, path: &Path) -> Outcome {
     Ok(())
 }
 
-/// Stores every record of `reader` (the submission loop of `load`), telling `progress` how
-/// many are stored; the number stored. Up to [`LOAD_IN_FLIGHT`] puts are in flight, so that
+/// Packs the records of a dump into batches, in order.
+struct Packer<'a, R> {
+    reader: &'a mut DumpReader<R>,
+    shown_path: &'a str,
+    /// The record the previous batch had no room for.
+    carry: Option<dump::Record>,
+    /// The dump's end was read.
+    ended: bool,
+}
+
+impl<'a, R: Read> Packer<'a, R> {
+    fn new(reader: &'a mut DumpReader<R>, shown_path: &'a str) -> Packer<'a, R> {
+        Packer {
+            reader,
+            shown_path,
+            carry: None,
+            ended: false,
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<dump::Record>, Failure> {
+        if let Some(record) = self.carry.take() {
+            return Ok(Some(record));
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        let next = self.reader.next_record();
+        let record = next.map_err(|e| Failure::dump(self.shown_path, e))?;
+        self.ended = record.is_none();
+        Ok(record)
+    }
+
+    /// Fills `batch` with the next records until the next one does not fit (it waits for
+    /// the next batch) or the dump ends (then `batch` may be empty). Returns the number, in
+    /// the dump, of the batch's first record.
+    fn fill(&mut self, batch: &mut abi::PutBatch) -> Result<u64, Failure> {
+        batch.clear();
+        while let Some(record) = self.next_record()? {
+            let fits = batch.push(&record.0, &record.1).map_err(|e| {
+                let number = self.reader.count;
+                Failure::client(
+                    format!("load {}: record {number}", self.shown_path),
+                    e.into(),
+                )
+            })?;
+            if !fits {
+                assert!(!batch.is_empty(), "one largest record fits in a batch");
+                self.carry = Some(record);
+                break;
+            }
+        }
+        let in_batch = batch.count() as u64 + u64::from(self.carry.is_some());
+        Ok(self.reader.count + 1 - in_batch)
+    }
+}
+
+/// Stores every record of `reader` in batches (`HPKV_IOC_PUT_BATCH`, each up to the
+/// request's limit), telling `progress` how many are stored; the number stored. Up to
+/// [`LOAD_BATCHES_IN_FLIGHT`] batches are in flight, so that one is committed (with one
+/// flush) while the next is sent; each is counted only once hpkvd acknowledged it (durably,
+/// in sync mode).
+fn store_batches<R: Read>(
+    client: &Client,
+    reader: &mut DumpReader<R>,
+    shown_path: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, Failure> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{mpsc, Mutex};
+    let stored = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
+    let (tx, rx) = mpsc::sync_channel::<(u64, abi::PutBatch)>(LOAD_BATCHES_IN_FLIGHT);
+    let rx = Mutex::new(rx);
+    let put = |first: u64, batch: &abi::PutBatch| {
+        let count = batch.count() as u64;
+        let what = format!(
+            "load {shown_path}: records {first} to {}",
+            first + count - 1
+        );
+        let failure = match client.put_packed(batch) {
+            Ok(n) => {
+                stored.fetch_add(n as u64, Ordering::Relaxed);
+                if n == batch.count() {
+                    return;
+                }
+                Failure::client(format!("{what}: {n} stored"), Error::NoSpace)
+            }
+            Err(e) => Failure::client(what, e),
+        };
+        failed.store(true, Ordering::Relaxed);
+        let mut first_error = first_error.lock().expect("a loader panicked");
+        first_error.get_or_insert(failure);
+    };
+    std::thread::scope(|scope| -> Result<(), Failure> {
+        for _ in 0..LOAD_BATCHES_IN_FLIGHT {
+            scope.spawn(|| loop {
+                let next = rx.lock().expect("a loader panicked").recv();
+                let Ok((first, batch)) = next else {
+                    return;
+                };
+                if !failed.load(Ordering::Relaxed) {
+                    put(first, &batch);
+                }
+            });
+        }
+        let mut packer = Packer::new(reader, shown_path);
+        loop {
+            let mut batch = abi::PutBatch::new();
+            let first = packer.fill(&mut batch)?;
+            if batch.is_empty()
+                || failed.load(Ordering::Relaxed)
+                || tx.send((first, batch)).is_err()
+            {
+                break;
+            }
+            progress(stored.load(Ordering::Relaxed));
+        }
+        drop(tx);
+        Ok(())
+    })?;
+    if let Some(failure) = first_error.into_inner().expect("a loader panicked") {
+        return Err(failure);
+    }
+    let stored = stored.into_inner();
+    progress(stored);
+    Ok(stored)
+}
+
+/// Stores every record of `reader` one put at a time (`load` from an hpkvd without
+/// batches), telling `progress` how many are stored; the number stored. Up to [`LOAD_IN_FLIGHT`] puts are in flight, so that
 /// hpkvd's group commit makes few flushes of many writes; each put still returns only once
 /// hpkvd acknowledged it (durably, in sync mode), and only acknowledged ones are counted.
 /// A put is one `write()` when the ABI can say it that way (`Client::put_by_write`): one
@@ -510,6 +649,51 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use failure::{EXIT_DEVICE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE};
+
+    /// `load` packs a dump into batches up to the request's limit, in order, numbering each
+    /// batch's first record; a largest record travels in a batch of its own.
+    #[test]
+    fn load_packs_records_into_batches_in_order() {
+        let big = vec![b'v'; abi::VALUE_MAX];
+        let mut want: Vec<dump::Record> = (0..3000u32)
+            .map(|i| (format!("k{i}").into_bytes(), vec![b'x'; 40]))
+            .collect();
+        want.insert(1000, (vec![b'K'; abi::KEY_MAX], big.clone()));
+        want.insert(1001, (b"after".to_vec(), big));
+        let mut writer = DumpWriter::new(Vec::new()).unwrap();
+        for (k, v) in &want {
+            writer.record(k, v).unwrap();
+        }
+        let (bytes, _) = writer.finish().unwrap();
+        let mut reader = DumpReader::new(bytes.as_slice()).unwrap();
+        let mut packer = Packer::new(&mut reader, "dump");
+        let (mut got, mut batches) = (Vec::new(), Vec::new());
+        loop {
+            let mut batch = abi::PutBatch::new();
+            let first = packer.fill(&mut batch).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= abi::PUT_BATCH_MAX);
+            assert_eq!(first, got.len() as u64 + 1, "the batch's first record");
+            let decoded = abi::decode_ioctl(
+                abi::Profile::Readme,
+                abi::IOC_PUT_BATCH,
+                4096,
+                batch.as_bytes(),
+                0,
+            );
+            let abi::Decoded::Ready(abi::Command::PutBatch(records)) = decoded else {
+                panic!("{decoded:?}");
+            };
+            got.extend(records.iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+            batches.push(batch.count());
+        }
+        assert!(packer.carry.is_none() && packer.ended);
+        assert_eq!(got, want);
+        assert!(batches.len() < 10, "{batches:?}");
+        assert!(batches.contains(&1), "a largest record alone: {batches:?}");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
 
-use hpkv_abi::le::{get_u16, get_u64};
+use hpkv_abi::le::{get_u16, get_u32, get_u64};
 use hpkv_abi::{self as abi, uapi};
 
 /// Issues `ioctl(fd, cmd, arg)` and returns its non-negative result, or the errno.
@@ -74,6 +74,23 @@ pub fn hpkv_kv(fd: BorrowedFd<'_>, cmd: u32, buf: &mut [u8]) -> Result<(), Errno
     // SAFETY: hpkvd only reads for these commands (no output area), at most `total` bytes
     // plus the rest of the first page; `buf` holds `total` bytes (checked above).
     unsafe { hpkv_ioctl(fd, cmd, buf) }
+}
+
+/// `HPKV_IOC_PUT_BATCH`: `buf` holds `struct hpkv_put_batch` and the `bytes` of entries it
+/// names; the number of records stored. EINVAL, without a call, when `buf` is shorter than
+/// its header says.
+pub fn hpkv_put_batch(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<i32, Errno> {
+    let bytes = get_u32(buf, offset_of!(uapi::hpkv_put_batch, bytes)).ok_or(Errno::EINVAL)?;
+    let total = usize::try_from(bytes)
+        .ok()
+        .and_then(|b| b.checked_add(abi::PUT_BATCH_HEADER_SIZE));
+    if total.is_none_or(|t| t > buf.len()) {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: hpkvd only reads for this command (no output area): the header with the rest
+    // of its page, then the header and `bytes` bytes, which `buf` holds (checked above).
+    // Nothing is written, so lending a shared slice is sound.
+    unsafe { ioctl_raw(fd, abi::IOC_PUT_BATCH, buf.as_ptr() as usize) }
 }
 
 /// DELETE (1), readme profile: `buf` holds a NUL-terminated key. EINVAL, without a call,
@@ -232,5 +249,14 @@ mod hpkv_wrapper_tests {
             Err(Errno::ENOTTY)
         );
         assert_eq!(hpkv_purge(fd), Err(Errno::ENOTTY));
+
+        let batch = abi::encode_put_batch(&[(b"k", b"v")]).unwrap();
+        let bytes = batch.as_bytes();
+        assert_eq!(
+            hpkv_put_batch(fd, &bytes[..bytes.len() - 1]),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(hpkv_put_batch(fd, &bytes[..3]), Err(Errno::EINVAL));
+        assert_eq!(hpkv_put_batch(fd, bytes), Err(Errno::ENOTTY));
     }
 }

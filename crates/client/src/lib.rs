@@ -129,19 +129,22 @@ pub(crate) enum Call<'a> {
     Stats(&'a mut [u8; abi::STATS_STRUCT_SIZE]),
     Info(&'a mut [u8; abi::INFO_STRUCT_SIZE]),
     Sync,
+    /// `HPKV_IOC_PUT_BATCH`: answers the number of records stored.
+    PutBatch(&'a [u8]),
 }
 
 /// Where calls go: the device, or in tests a simulation of the kernel and hpkvd.
 pub(crate) trait Transport: Send + Sync {
-    fn call(&self, call: Call<'_>) -> Result<(), Errno>;
+    /// The call's non-negative result (0 but for `PutBatch`), or its errno.
+    fn call(&self, call: Call<'_>) -> Result<i32, Errno>;
 }
 
 struct Device(File);
 
 impl Transport for Device {
-    fn call(&self, call: Call<'_>) -> Result<(), Errno> {
+    fn call(&self, call: Call<'_>) -> Result<i32, Errno> {
         let fd = self.0.as_fd();
-        match call {
+        let done = match call {
             Call::Kv(cmd, buf) => ffi::hpkv_kv(fd, cmd, buf),
             Call::Write(buf) => match nix::unistd::write(fd, buf) {
                 Ok(n) if n == buf.len() => Ok(()),
@@ -157,7 +160,9 @@ impl Transport for Device {
             Call::Stats(buf) => ffi::hpkv_stats(fd, buf),
             Call::Info(buf) => ffi::hpkv_info(fd, buf),
             Call::Sync => ffi::hpkv_sync(fd),
-        }
+            Call::PutBatch(buf) => return ffi::hpkv_put_batch(fd, buf),
+        };
+        done.map(|()| 0)
     }
 }
 
@@ -293,7 +298,7 @@ impl Client {
     }
 
     fn call(&self, call: Call<'_>) -> Result<()> {
-        self.io.call(call).map_err(Error::from_errno)
+        self.io.call(call).map(drop).map_err(Error::from_errno)
     }
 
     /// The value of `key`, or `None` when there is none.
@@ -324,7 +329,7 @@ impl Client {
         for attempt in 1..=GET_CALLS_MAX {
             let mut buf = abi::encode_safe_get(key, capacity)?;
             match self.io.call(Call::SafeGet(&mut buf)) {
-                Ok(()) => return Ok(Some(abi::parse_safe_get(&buf, capacity)?.to_vec())),
+                Ok(_) => return Ok(Some(abi::parse_safe_get(&buf, capacity)?.to_vec())),
                 Err(Errno::ENOENT) => return Ok(None),
                 Err(Errno::ERANGE) => {
                     let needed = abi::safe_get_value_len(&buf)?;
@@ -390,6 +395,82 @@ impl Client {
         }
     }
 
+    /// Stores many records with one request (`HPKV_IOC_PUT_BATCH`), in order: a later record
+    /// of the same key wins. The answer comes once every record is acknowledged (durable in
+    /// `sync` mode, with one flush for the whole batch); it is the number stored: all of
+    /// them, or the first ones when the device filled in the middle. The records must fit in
+    /// one request ([`abi::PUT_BATCH_MAX`] bytes; [`abi::PutBatch`] packs them up to it, and
+    /// [`Client::put_packed`] sends it). No record is sent for an empty slice.
+    ///
+    /// ```no_run
+    /// # let hpkv = hpkv_client::Client::open_default()?;
+    /// let records: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")];
+    /// match hpkv.put_batch(&records) {
+    ///     Ok(stored) => println!("{stored} stored"), // 3, "a" holds "3"
+    ///     // An hpkvd older than the command: one put per record instead.
+    ///     Err(hpkv_client::Error::Unsupported) => {
+    ///         for (key, value) in records {
+    ///             hpkv.put(key, value)?;
+    ///         }
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), hpkv_client::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Request`] for a key or value outside the limits or records that do not fit
+    /// in one request (nothing is sent); [`Error::Unsupported`] from an hpkvd older than the
+    /// command; [`Error::NoSpace`] when not even the first record fitted; as [`Client::put`].
+    pub fn put_batch(&self, records: &[(&[u8], &[u8])]) -> Result<usize> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.put_packed(&abi::encode_put_batch(records)?)
+    }
+
+    /// Sends a batch packed with [`abi::PutBatch`]; as [`Client::put_batch`]. An empty batch
+    /// is not sent.
+    ///
+    /// # Errors
+    /// As [`Client::put_batch`].
+    pub fn put_packed(&self, batch: &abi::PutBatch) -> Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let stored = self
+            .io
+            .call(Call::PutBatch(batch.as_bytes()))
+            .map_err(Error::from_errno)?;
+        usize::try_from(stored)
+            .ok()
+            .filter(|n| (1..=batch.count()).contains(n))
+            .ok_or(Error::Protocol(ReplyError::BatchCount {
+                stored: i64::from(stored),
+                sent: batch.count(),
+            }))
+    }
+
+    /// Whether the device takes `HPKV_IOC_PUT_BATCH`: asks with an empty batch, which an
+    /// hpkvd that knows the command refuses with EINVAL and an older one with ENOTTY.
+    ///
+    /// # Errors
+    /// The device's errors.
+    pub fn supports_put_batch(&self) -> Result<bool> {
+        match self
+            .io
+            .call(Call::PutBatch(abi::PutBatch::new().as_bytes()))
+        {
+            Err(Errno::EINVAL) => Ok(true),
+            Err(Errno::ENOTTY) => Ok(false),
+            Err(e) => Err(Error::from_errno(e)),
+            Ok(n) => Err(Error::Protocol(ReplyError::BatchCount {
+                stored: i64::from(n),
+                sent: 0,
+            })),
+        }
+    }
+
     /// Appends `suffix` to the value of `key` (`PARTIAL_UPDATE`, command 5); a missing key is
     /// created with `suffix`.
     ///
@@ -432,7 +513,7 @@ impl Client {
             }
         };
         match result {
-            Ok(()) => Ok(true),
+            Ok(_) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(Error::from_errno(e)),
         }

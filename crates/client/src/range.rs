@@ -184,7 +184,7 @@ impl<'c> Range<'c> {
         let page = loop {
             let mut buf = abi::encode_range(&query)?;
             match self.client.io.call(Call::Range(&mut buf)) {
-                Ok(()) => break abi::parse_range(&buf, query.capacity)?,
+                Ok(_) => break abi::parse_range(&buf, query.capacity)?,
                 Err(Errno::ERANGE) => query.capacity = grown(&buf, query.capacity)?,
                 Err(e) => return Err(Error::from_errno(e)),
             }

@@ -29,6 +29,8 @@ struct Sim {
     reported_profile: Option<u64>,
     /// RANGE answers its records in reverse order: a broken device.
     range_reversed: bool,
+    /// `HPKV_IOC_PUT_BATCH` answers ENOTTY: an hpkvd older than the command.
+    no_batch: bool,
 }
 
 impl Sim {
@@ -40,6 +42,7 @@ impl Sim {
             grow_on_get: 0,
             reported_profile: None,
             range_reversed: false,
+            no_batch: false,
         })
     }
 
@@ -67,8 +70,11 @@ impl Sim {
     }
 
     /// Runs the retry protocol for `cmd` on `mem` (empty: a null argument).
-    fn ioctl(&self, cmd: u32, mem: &mut [u8]) -> Result<(), Errno> {
+    fn ioctl(&self, cmd: u32, mem: &mut [u8]) -> Result<i32, Errno> {
         self.calls.lock().unwrap().push(cmd);
+        if cmd == abi::IOC_PUT_BATCH && self.no_batch {
+            return Err(Errno::ENOTTY);
+        }
         let arg = if mem.is_empty() { 0 } else { BASE };
         let mut memory = Memory::with_page_tail(BASE, mem);
         let outcome = retry_sim::ioctl(&mut memory, |input, out_size| {
@@ -77,7 +83,7 @@ impl Sim {
                 Answer::done(result, data)
             })
         });
-        outcome.result.map(drop)
+        outcome.result
     }
 
     /// hpkvd's answer: the ioctl result and the bytes copied out.
@@ -160,6 +166,12 @@ impl Sim {
                 (0, info.encode())
             }
             Command::Sync => done,
+            Command::PutBatch(records) => {
+                for (k, v) in records.iter() {
+                    store.insert(k.to_vec(), v.to_vec());
+                }
+                (i32::try_from(records.count()).unwrap(), vec![])
+            }
         }
     }
 }
@@ -170,11 +182,12 @@ const WRITE_CALL: u32 = u32::MAX;
 struct Shared(Arc<Sim>);
 
 impl Transport for Shared {
-    fn call(&self, call: Call<'_>) -> Result<(), Errno> {
+    fn call(&self, call: Call<'_>) -> Result<i32, Errno> {
         let sim = &self.0;
         match call {
             Call::Kv(cmd, buf) => sim.ioctl(cmd, buf),
-            Call::Write(buf) => sim.write(buf),
+            Call::Write(buf) => sim.write(buf).map(|()| 0),
+            Call::PutBatch(buf) => sim.ioctl(abi::IOC_PUT_BATCH, &mut buf.to_vec()),
             Call::DeleteStr(buf) | Call::DeleteV13(buf) => sim.ioctl(abi::CMD_DELETE, buf),
             Call::Purge => sim.ioctl(abi::CMD_PURGE, &mut []),
             Call::SafeGet(buf) => sim.ioctl(abi::IOC_GET, buf),
@@ -629,4 +642,66 @@ fn get_answers_from_the_view_of_its_node_and_asks_the_device_otherwise() {
     assert_eq!(c.get(b"cached").unwrap().unwrap(), b"from the device");
     assert_eq!(c.get(b"absent").unwrap(), None);
     assert_eq!(c.view_counters().device, 2);
+}
+
+#[test]
+fn put_batch_stores_every_record_in_one_call() {
+    for profile in both() {
+        let sim = Sim::new(profile);
+        let hpkv = client(&sim);
+        assert!(hpkv.supports_put_batch().unwrap());
+        let big = vec![7u8; abi::VALUE_MAX];
+        let key_max = [b'k'; abi::KEY_MAX];
+        let records: Vec<(&[u8], &[u8])> = vec![
+            (b"a", b"1"),
+            (b"b\0:\n", b"2\0"),
+            (&key_max, &big),
+            (b"a", b"3"),
+        ];
+        assert_eq!(hpkv.put_batch(&records).unwrap(), 4);
+        assert_eq!(sim.count(abi::IOC_PUT_BATCH), 2, "the probe and the batch");
+        assert_eq!(hpkv.get(b"a").unwrap().as_deref(), Some(&b"3"[..]));
+        assert_eq!(hpkv.get(b"b\0:\n").unwrap().as_deref(), Some(&b"2\0"[..]));
+        assert_eq!(hpkv.get(&key_max).unwrap(), Some(big.clone()));
+        assert_eq!(hpkv.put_batch(&[]).unwrap(), 0);
+        assert_eq!(
+            sim.count(abi::IOC_PUT_BATCH),
+            2,
+            "an empty batch is not sent"
+        );
+        // Too much for one request: refused before any call.
+        let too_much: Vec<(&[u8], &[u8])> = vec![(b"k", &big); 2];
+        assert!(matches!(
+            hpkv.put_batch(&too_much),
+            Err(Error::Request(RequestError::BatchSize { .. }))
+        ));
+        assert!(matches!(
+            hpkv.put_batch(&[(b"", b"v")]),
+            Err(Error::Request(RequestError::KeyLength { .. }))
+        ));
+        assert_eq!(sim.count(abi::IOC_PUT_BATCH), 2);
+        // Packed to the limit: the most small records one request carries.
+        let mut batch = abi::PutBatch::new();
+        let mut n = 0u32;
+        while batch.push(&n.to_be_bytes(), b"v").unwrap() {
+            n += 1;
+        }
+        assert_eq!(hpkv.put_packed(&batch).unwrap(), batch.count());
+        assert_eq!(hpkv.stats().unwrap().records, u64::from(n) + 3);
+    }
+}
+
+#[test]
+fn an_older_daemon_without_batches_answers_unsupported() {
+    let sim = Arc::new(Sim {
+        no_batch: true,
+        ..Arc::into_inner(Sim::new(Profile::Readme)).unwrap()
+    });
+    let hpkv = client(&sim);
+    assert!(!hpkv.supports_put_batch().unwrap());
+    assert!(matches!(
+        hpkv.put_batch(&[(b"a", b"1")]),
+        Err(Error::Unsupported)
+    ));
+    assert_eq!(hpkv.get(b"a").unwrap(), None);
 }

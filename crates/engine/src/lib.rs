@@ -68,7 +68,10 @@ pub use device::{BlockDevice, FileDevice, OpenDeviceError};
 pub use error::{Corruption, Error, Incompatible, OpenError, VerifyError};
 pub use format::uuid_string;
 pub use observe::{Applied, Change, LiveKey, Observer, ObserverSink};
-pub use writer::{validate_key, validate_value, Done, WriteOp, RECORD_OVERHEAD_BYTES};
+pub use writer::{
+    validate_key, validate_puts, validate_value, Done, KeyValue, PutsDone, Records, WriteOp,
+    PUTS_BYTES_MAX, PUTS_RECORDS_MAX, RECORD_OVERHEAD_BYTES,
+};
 
 use compaction::Compactor;
 use index::Found;
@@ -279,20 +282,75 @@ impl Engine {
             // Everything acknowledged is already on stable media.
             return done(Ok(()));
         }
+        self.enqueue(Queued::One(op, done));
+    }
+
+    /// Queues a batch of puts, stored in order (a later duplicate key wins) in one group
+    /// commit: in `Sync` mode one flush covers them all. `done` runs once every record is
+    /// acknowledged, with the number stored: all of them, or when the device filled in the
+    /// middle the first ones (then ENOSPC if none). A crash before the answer may leave any
+    /// first records of the batch. Otherwise as [`Engine::submit`].
+    pub fn submit_puts(&self, records: Records, done: PutsDone) {
+        if let Err(e) = validate_puts(&records) {
+            return done(Err(e));
+        }
+        self.enqueue(Queued::Puts(records, done));
+    }
+
+    /// Hands a write to the committer, leading it if no other thread does.
+    fn enqueue(&self, queued: Queued) {
         // Clone the sender so that a full queue blocks only this submitter.
         let tx = self.tx.lock().clone();
         let Some(tx) = tx else {
-            return done(Err(Error::Closed));
+            return queued.refuse(Error::Closed);
         };
-        match tx.send_timeout((op, done), ANSWER_WAIT_MAX) {
+        match tx.send_timeout(queued, ANSWER_WAIT_MAX) {
             Ok(()) => self.writer.lead(),
-            Err(crossbeam_channel::SendTimeoutError::Timeout((_, done))) => {
+            Err(crossbeam_channel::SendTimeoutError::Timeout(queued)) => {
                 log::error!("the write queue stayed full for {ANSWER_WAIT_MAX:?}");
-                done(Err(Error::TimedOut));
+                queued.refuse(Error::TimedOut);
             }
-            Err(crossbeam_channel::SendTimeoutError::Disconnected((_, done))) => {
-                done(Err(Error::Closed));
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(queued)) => {
+                queued.refuse(Error::Closed);
             }
+        }
+    }
+
+    /// Stores a batch of records ([`Engine::submit_puts`]) and waits for the answer: the
+    /// number stored.
+    ///
+    /// ```
+    /// # use hpkv_engine::{device, Config, Engine};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let image = dir.path().join("store.img");
+    /// # device::create_image_if_missing(&image, 64 << 20).unwrap();
+    /// # let engine = Engine::open_path(&image, Config::default()).unwrap();
+    /// let stored = engine.put_many(&[(b"a", b"1"), (b"b", b"2"), (b"a", b"3")])?;
+    /// assert_eq!(stored, 3);
+    /// assert_eq!(engine.get(b"a")?.as_deref(), Some(&b"3"[..]));
+    /// # Ok::<(), hpkv_engine::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a batch out of bounds (nothing stored); [`Error::NoSpace`]
+    /// when not even the first record fitted; as [`Engine::put`].
+    pub fn put_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        records: &[(K, V)],
+    ) -> Result<usize, Error> {
+        let records: Records = records
+            .iter()
+            .map(|(k, v)| (k.as_ref().into(), v.as_ref().into()))
+            .collect();
+        let (tx, rx) = bounded(1);
+        self.submit_puts(records, Box::new(move |r| drop(tx.send(r))));
+        match rx.recv_timeout(ANSWER_WAIT_MAX) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                log::error!("a batch got no answer within {ANSWER_WAIT_MAX:?}");
+                Err(Error::TimedOut)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
     }
 

@@ -19,7 +19,7 @@
 //! flush error fails the whole batch and turns the store read-only (see DESIGN.md).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,8 +128,135 @@ impl WriteOp {
 /// Called with the outcome of a write once it is acknowledged (or refused).
 pub type Done = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
+/// Records one batch of puts takes at most ([`crate::Engine::submit_puts`]).
+pub const PUTS_RECORDS_MAX: usize = 1 << 14;
+/// Bytes of keys and values one batch of puts takes at most.
+pub const PUTS_BYTES_MAX: usize = 1 << 20;
+
+/// A key and its value.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The records of a batch of puts, in order.
+pub type Records = Vec<KeyValue>;
+
+/// Called with the outcome of a batch of puts once every record is acknowledged: the number
+/// stored (all, or the first ones when the device filled), or why none was.
+pub type PutsDone = Box<dyn FnOnce(Result<usize, Error>) + Send>;
+
+/// Checks a batch of puts: 1 to [`PUTS_RECORDS_MAX`] records of at most [`PUTS_BYTES_MAX`]
+/// bytes in all, each key and value within its limits.
+///
+/// # Errors
+/// [`Error::Invalid`] for a batch out of bounds.
+pub fn validate_puts(records: &[KeyValue]) -> Result<(), Error> {
+    if records.is_empty() || records.len() > PUTS_RECORDS_MAX {
+        return Err(Error::Invalid("a batch holds 1 to 16384 records"));
+    }
+    let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > PUTS_BYTES_MAX {
+        return Err(Error::Invalid(
+            "a batch holds at most 1 MiB of keys and values",
+        ));
+    }
+    records
+        .iter()
+        .try_for_each(|(key, value)| validate_key(key).and_then(|()| validate_value(value)))
+}
+
 /// A queued write and whom to tell.
-pub(crate) type Queued = (WriteOp, Done);
+pub(crate) enum Queued {
+    /// One operation.
+    One(WriteOp, Done),
+    /// A batch of puts, committed in one group with one answer.
+    Puts(Records, PutsDone),
+}
+
+impl Queued {
+    fn bytes(&self) -> usize {
+        match self {
+            Queued::One(op, _) => op.bytes(),
+            Queued::Puts(records, _) => records.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+
+    /// Answers without carrying it out.
+    pub(crate) fn refuse(self, e: Error) {
+        match self {
+            Queued::One(_, done) => done(Err(e)),
+            Queued::Puts(_, done) => done(Err(e)),
+        }
+    }
+}
+
+/// Gathers the outcomes of the records of a batch of puts into its one answer. The records
+/// are staged in order and stop at the first refused (ENOSPC), so the stored ones are always
+/// the first ones.
+struct Tally {
+    /// Records whose outcome is not known yet.
+    left: usize,
+    stored: usize,
+    error: Option<Error>,
+    done: Option<PutsDone>,
+}
+
+impl Tally {
+    fn new(records: usize, done: PutsDone) -> Arc<Mutex<Tally>> {
+        assert!(records > 0, "a batch of puts holds a record");
+        Arc::new(Mutex::new(Tally {
+            left: records,
+            stored: 0,
+            error: None,
+            done: Some(done),
+        }))
+    }
+
+    /// The [`Done`] of one record.
+    fn record_done(tally: &Arc<Mutex<Tally>>) -> Done {
+        let tally = tally.clone();
+        Box::new(move |result| Tally::note(&tally, 1, result.err()))
+    }
+
+    /// `records` records are settled: stored unless `error`. The batch is answered (outside
+    /// the lock) once none is left.
+    fn note(tally: &Mutex<Tally>, records: usize, error: Option<Error>) {
+        let finished = {
+            let mut t = tally.lock().expect("a tally's holder panicked");
+            assert!(records <= t.left, "more outcomes than records");
+            t.left -= records;
+            match error {
+                None => {
+                    assert!(t.error.is_none(), "a record stored after a refused one");
+                    t.stored += records;
+                }
+                Some(e) => drop(t.error.get_or_insert(e)),
+            }
+            (t.left == 0).then(|| {
+                let done = t.done.take().expect("answered once");
+                let result = match t.error.take() {
+                    Some(e) if t.stored == 0 => Err(e),
+                    _ => Ok(t.stored),
+                };
+                (done, result)
+            })
+        };
+        if let Some((done, result)) = finished {
+            done(result);
+        }
+    }
+
+    /// Records never staged (after a refused one): not stored, no error of their own.
+    fn skip(tally: &Mutex<Tally>, records: usize) {
+        if records > 0 {
+            let mut t = tally.lock().expect("a tally's holder panicked");
+            assert!(
+                t.error.is_some() || t.left > records,
+                "skipped without a refusal"
+            );
+            assert!(records <= t.left, "more outcomes than records");
+            t.left -= records;
+        }
+    }
+}
 
 /// The outcome of one operation in a batch, held until the batch is on disk.
 enum Staged {
@@ -306,16 +433,16 @@ impl Committer {
         loop {
             let mut bytes = 0usize;
             while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
-                let Ok((op, done)) = rx.try_recv() else { break };
-                bytes += op.bytes();
-                batch.push((op, done));
+                let Ok(queued) = rx.try_recv() else { break };
+                bytes += queued.bytes();
+                batch.push(queued);
             }
             if batch.is_empty() {
                 return;
             }
             if self.closed {
-                for (_, done) in batch.drain(..) {
-                    done(Err(Error::Closed));
+                for queued in batch.drain(..) {
+                    queued.refuse(Error::Closed);
                 }
             } else {
                 self.process(&mut batch);
@@ -389,7 +516,14 @@ impl Committer {
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
         let mut overlay = Overlay::new();
         let mut force_flush = false;
-        for (op, done) in batch.drain(..) {
+        for queued in batch.drain(..) {
+            let (op, done) = match queued {
+                Queued::One(op, done) => (op, done),
+                Queued::Puts(records, done) => {
+                    self.stage_puts(records, done, &mut staged, &mut overlay);
+                    continue;
+                }
+            };
             match op {
                 WriteOp::Sync => {
                     force_flush = true;
@@ -416,6 +550,30 @@ impl Committer {
             }
         }
         self.commit(&mut staged, force_flush);
+    }
+
+    /// Stages the records of a batch of puts in order, each with its own record, until the
+    /// first that is refused (the device is full): the later ones are not stored, so that
+    /// what a batch stores is always its first records.
+    fn stage_puts(
+        &mut self,
+        records: Records,
+        done: PutsDone,
+        staged: &mut Vec<Staged>,
+        overlay: &mut Overlay,
+    ) {
+        let tally = Tally::new(records.len(), done);
+        let mut records = records.into_iter();
+        for (key, value) in records.by_ref() {
+            let op = WriteOp::Put { key, value };
+            let s = self.stage(op, Tally::record_done(&tally), overlay);
+            let refused = matches!(s, Staged::Answer { .. });
+            staged.push(s);
+            if refused {
+                break;
+            }
+        }
+        Tally::skip(&tally, records.len());
     }
 
     /// Checks one write against the current state and appends its record.
@@ -639,7 +797,7 @@ impl Committer {
         }
         let write_behind = self.shared.config.durability != Durability::Sync;
         if records > 0 {
-            let records = u32::try_from(records).expect("a batch is at most BATCH_OPS_MAX");
+            let records = u32::try_from(records).expect("a batch's bytes are bounded");
             self.unflushed_writes = self.unflushed_writes.saturating_add(records);
             // Only write-behind has a deadline for the timer: a sync batch is flushed below,
             // and waking the timer there cost every sync write a thread wake-up (and the

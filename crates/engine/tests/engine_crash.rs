@@ -143,6 +143,8 @@ enum Op {
     Put(Vec<u8>, Vec<u8>),
     Append(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+    /// A batch of puts (`Engine::put_many`): one group commit.
+    Puts(Vec<(Vec<u8>, Vec<u8>)>),
     Get(Vec<u8>),
     Sync,
     Compact(bool),
@@ -155,7 +157,7 @@ impl Op {
     fn changes_contents(&self) -> bool {
         matches!(
             self,
-            Op::Put(..) | Op::Append(..) | Op::Delete(_) | Op::Purge
+            Op::Put(..) | Op::Append(..) | Op::Delete(_) | Op::Puts(_) | Op::Purge
         )
     }
 }
@@ -167,6 +169,8 @@ enum Res {
     NotFound,
     TooLarge,
     NoSpace,
+    /// A batch of puts stored only its first records (the device filled).
+    Stored(usize),
     Io,
     ReadOnly,
     Other(String),
@@ -206,6 +210,12 @@ fn apply(model: &mut Model, op: &Op) -> Res {
             } else {
                 Res::NotFound
             }
+        }
+        Op::Puts(records) => {
+            for (k, v) in records {
+                model.insert(k.clone(), v.clone());
+            }
+            Res::Ok
         }
         Op::Purge => {
             model.clear();
@@ -263,6 +273,18 @@ fn workload(seed: u64, n: usize, keys: usize, syncs: bool, big: u64) -> Vec<Op> 
             74..=85 => Op::Get(key(k)),
             86..=91 => Op::Compact(rng.next_u64() % 2 == 0),
             92..=96 if syncs => Op::Sync,
+            97..=99 => {
+                let n = 1 + below(&mut rng, 24);
+                let records = (0..n)
+                    .map(|i| {
+                        let k = below(&mut rng, keys);
+                        present.insert(k);
+                        let len = 1 + (rng.next_u64() % 2_000) as usize;
+                        (key(k), value(step * 32 + i, len))
+                    })
+                    .collect();
+                Op::Puts(records)
+            }
             _ => Op::Put(key(k), value(step, 1 + (rng.next_u64() % 100) as usize)),
         };
         match &op {
@@ -316,6 +338,10 @@ impl Tracker {
             self.tail.clear();
             apply(&mut self.base, op);
             debug_assert!(self.base == self.acked);
+        } else if let Op::Puts(records) = op {
+            // The log is in order: a crash may keep any first records of the batch.
+            let puts = records.iter().map(|(k, v)| Op::Put(k.clone(), v.clone()));
+            self.tail.extend(puts);
         } else {
             self.tail.push(op.clone());
         }
@@ -328,10 +354,12 @@ impl Tracker {
             return Ok(0);
         }
         if let Some(op) = &self.inflight {
-            let mut with = self.acked.clone();
-            apply(&mut with, op);
-            if with == *got {
-                return Ok(0);
+            for candidate in prefixes(op) {
+                let mut with = self.acked.clone();
+                apply(&mut with, &candidate);
+                if with == *got {
+                    return Ok(0);
+                }
             }
         }
         if !self.tail.is_empty() {
@@ -354,11 +382,23 @@ impl Tracker {
     }
 }
 
+/// What an operation in flight at a crash may leave: a batch of puts any of its first
+/// records (the log is in order), another operation itself.
+fn prefixes(op: &Op) -> Vec<Op> {
+    match op {
+        Op::Puts(records) => (1..=records.len())
+            .map(|n| Op::Puts(records[..n].to_vec()))
+            .collect(),
+        op => vec![op.clone()],
+    }
+}
+
 fn op_name(op: &Op) -> String {
     match op {
         Op::Put(k, v) => format!("put {:?} ({} bytes)", show(k), v.len()),
         Op::Append(k, s) => format!("append {:?} ({} bytes)", show(k), s.len()),
         Op::Delete(k) => format!("delete {:?}", show(k)),
+        Op::Puts(records) => format!("a batch of {} puts", records.len()),
         Op::Get(k) => format!("get {:?}", show(k)),
         op => format!("{op:?}"),
     }
@@ -453,8 +493,20 @@ fn run_workload(
         run.step_ops.push(dev.ops() + resume.map_or(0, |c| c.ops));
         let before = flushes();
         let crashed_before = dev.has_crashed();
+        let mut partial: Option<Op> = None;
         let r: Result<(), Error> = match op {
             Op::Put(k, v) => engine.put(k, v),
+            Op::Puts(records) => match engine.put_many(records) {
+                Ok(n) if n < records.len() => {
+                    partial = Some(Op::Puts(records[..n].to_vec()));
+                    Ok(())
+                }
+                Ok(n) => {
+                    assert_eq!(n, records.len(), "step {step}: stored more than sent");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Op::Append(k, s) => engine.append(k, s),
             Op::Delete(k) => engine.delete(k),
             Op::Purge => engine.purge(),
@@ -500,7 +552,10 @@ fn run_workload(
                 }
             }
         };
-        let outcome = res(&r);
+        let outcome = match &partial {
+            Some(Op::Puts(stored)) => Res::Stored(stored.len()),
+            _ => res(&r),
+        };
         if outcome == Res::Io {
             if op.changes_contents() {
                 run.tracker.inflight = Some(op.clone());
@@ -531,12 +586,13 @@ fn run_workload(
             );
         }
         match outcome {
-            Res::Ok | Res::NotFound | Res::TooLarge | Res::NoSpace => {}
+            Res::Ok | Res::NotFound | Res::TooLarge | Res::NoSpace | Res::Stored(_) => {}
             other => panic!("step {step} ({}): {other:?}", op_name(op)),
         }
-        if outcome == Res::Ok {
+        if matches!(outcome, Res::Ok | Res::Stored(_)) {
             let was_flushed = flushes() > before;
-            run.tracker.acked(op, durability, was_flushed);
+            run.tracker
+                .acked(partial.as_ref().unwrap_or(op), durability, was_flushed);
         } else if reference.is_none() {
             // The reference run checks the refusals against the model.
             let want = apply(&mut run.tracker.acked.clone(), op);

@@ -35,6 +35,12 @@ const GET_STRUCT: usize = hpkv_abi::GET_STRUCT_SIZE;
 const RANGE_STRUCT: usize = hpkv_abi::RANGE_STRUCT_SIZE;
 const STATS_STRUCT: usize = hpkv_abi::STATS_STRUCT_SIZE;
 const RANGE_CAPACITY_MAX: usize = hpkv_abi::RANGE_CAPACITY_MAX;
+const INFO_STRUCT: usize = hpkv_abi::INFO_STRUCT_SIZE;
+const BATCH_HEADER: usize = hpkv_abi::PUT_BATCH_HEADER_SIZE;
+const BATCH_ENTRY_HEADER: usize = hpkv_abi::BATCH_ENTRY_HEADER_SIZE;
+const PUT_BATCH_MAX: usize = hpkv_abi::PUT_BATCH_MAX;
+/// Records a generated batch holds at most (well-formed or not).
+const BATCH_RECORDS_MAX: usize = 8;
 /// The kernel's own command 2 (FIGETBSZ) writes an int.
 const FIGETBSZ: u32 = 2;
 
@@ -269,6 +275,62 @@ pub fn range_outcome(mem: &[u8]) -> Expect {
     )
 }
 
+/// Bytes of a batch entry: header, key, value, padding to 8 (the contract's
+/// `HPKV_BATCH_ENTRY_SIZE`).
+fn batch_entry_size(key_len: usize, value_len: usize) -> usize {
+    (BATCH_ENTRY_HEADER + key_len + value_len).div_ceil(8) * 8
+}
+
+/// Whether `entries` are exactly `count` entries of the contract's limits.
+fn batch_entries_ok(count: usize, entries: &[u8]) -> bool {
+    let mut at = 0;
+    for _ in 0..count {
+        if entries.len() - at < BATCH_ENTRY_HEADER {
+            return false;
+        }
+        let key_len = u16_at(entries, at);
+        let value_len = u32_at(entries, at + 4) as usize;
+        let size = batch_entry_size(key_len, value_len);
+        let ok = (1..=KEY_MAX).contains(&key_len)
+            && u16_at(entries, at + 2) == 0
+            && (1..=VALUE_MAX).contains(&value_len)
+            && size <= entries.len() - at;
+        if !ok {
+            return false;
+        }
+        at += size;
+    }
+    at == entries.len()
+}
+
+/// `HPKV_IOC_PUT_BATCH` with `mem` readable at `arg`. The header is checked before the
+/// entries are read; entries cut by unreadable memory may give EFAULT or, being malformed
+/// too, EINVAL. A well-formed batch stores its records: its count, or fewer (the first
+/// ones) when the device fills.
+pub fn put_batch_outcome(mem: &[u8]) -> Expect {
+    if mem.len() < BATCH_HEADER {
+        return Expect::fail(&[Errno::EFAULT]);
+    }
+    let count = u32_at(mem, 0) as usize;
+    let bytes = u32_at(mem, 4) as usize;
+    if count == 0 || u32_at(mem, 8) != 0 || u32_at(mem, 12) != 0 {
+        return Expect::fail(&[Errno::EINVAL]);
+    }
+    if bytes > PUT_BATCH_MAX - BATCH_HEADER {
+        return Expect::fail(&[Errno::EMSGSIZE]);
+    }
+    if mem.len() < BATCH_HEADER + bytes {
+        return Expect::fail(&[Errno::EFAULT, Errno::EINVAL]);
+    }
+    if !batch_entries_ok(count, &mem[BATCH_HEADER..BATCH_HEADER + bytes]) {
+        return Expect::fail(&[Errno::EINVAL]);
+    }
+    Expect {
+        success: Success::UpTo(count),
+        errnos: vec![Errno::ENOSPC],
+    }
+}
+
 /// Any command on `target`, given the readable bytes there (`None`: nothing is mapped).
 pub fn ioctl_outcome(cmd: u32, mem: Option<&[u8]>) -> Expect {
     let fault = Expect::fail(&[Errno::EFAULT]);
@@ -285,6 +347,8 @@ pub fn ioctl_outcome(cmd: u32, mem: Option<&[u8]>) -> Expect {
                 hpkv_abi::IOC_GET => safe_get_outcome(mem),
                 hpkv_abi::IOC_RANGE => range_outcome(mem),
                 hpkv_abi::IOC_STATS if mem.len() >= STATS_STRUCT => Expect::ok(0, &[]),
+                hpkv_abi::IOC_INFO if mem.len() >= INFO_STRUCT => Expect::ok(0, &[]),
+                hpkv_abi::IOC_PUT_BATCH => put_batch_outcome(mem),
                 FIGETBSZ if mem.len() >= 4 => Expect::ok(0, &[]),
                 _ => fault,
             }
@@ -306,6 +370,8 @@ fn is_hpkv(cmd: u32) -> bool {
             | hpkv_abi::IOC_RANGE
             | hpkv_abi::IOC_STATS
             | hpkv_abi::IOC_SYNC
+            | hpkv_abi::IOC_INFO
+            | hpkv_abi::IOC_PUT_BATCH
     )
 }
 
@@ -612,7 +678,8 @@ impl Gen {
             650..=729 => hpkv_abi::IOC_RANGE,
             730..=759 => hpkv_abi::IOC_STATS,
             760..=779 => hpkv_abi::IOC_SYNC,
-            780..=889 => self.wrong_ioc(),
+            780..=829 => hpkv_abi::IOC_PUT_BATCH,
+            830..=889 => self.wrong_ioc(),
             _ => self.unknown_command(),
         };
         let (len, what) = if is_hpkv(cmd) {
@@ -661,7 +728,8 @@ impl Gen {
             let size = match self.rng.below(3) {
                 0 => {
                     // The right sizes give or take a few bytes (0 wraps to the largest).
-                    let right = [GET_STRUCT, RANGE_STRUCT, STATS_STRUCT, 0][self.rng.index(4)];
+                    let right = [GET_STRUCT, RANGE_STRUCT, STATS_STRUCT, BATCH_HEADER, 0]
+                        [self.rng.index(5)];
                     u32::try_from(right + self.rng.len(0, 16))
                         .expect("small")
                         .wrapping_sub(8)
@@ -703,6 +771,7 @@ impl Gen {
             hpkv_abi::IOC_GET => self.safe_get(),
             hpkv_abi::IOC_RANGE => self.range(),
             hpkv_abi::IOC_STATS => vec![0; STATS_STRUCT],
+            hpkv_abi::IOC_PUT_BATCH => self.put_batch(),
             _ => vec![0; 4],
         };
         buf.truncate(arena.len());
@@ -717,6 +786,7 @@ impl Gen {
             hpkv_abi::IOC_RANGE => "HPKV_IOC_RANGE",
             hpkv_abi::IOC_STATS => "HPKV_IOC_STATS",
             hpkv_abi::IOC_SYNC => "HPKV_IOC_SYNC",
+            hpkv_abi::IOC_PUT_BATCH => "HPKV_IOC_PUT_BATCH",
             _ => "FIGETBSZ",
         };
         (
@@ -764,6 +834,63 @@ impl Gen {
             b[KV_HEADER] = b'j';
         }
         b
+    }
+
+    /// A batch of 1 to [`BATCH_RECORDS_MAX`] records, well-formed or with one flaw: a count
+    /// or `bytes` that does not match the entries, a length out of bounds or overrunning, a
+    /// non-zero flag or reserved field, `bytes` over the limit.
+    fn put_batch(&mut self) -> Vec<u8> {
+        let records = self.rng.len(1, BATCH_RECORDS_MAX);
+        let mut b = vec![0u8; BATCH_HEADER];
+        let mut entry_at = Vec::with_capacity(records);
+        for _ in 0..records {
+            let key_len = self.rng.len(1, 40);
+            let value_len = self.rng.len(1, 300);
+            let key = self.key_bytes(key_len);
+            entry_at.push(b.len());
+            let at = b.len();
+            b.resize(at + batch_entry_size(key_len, value_len), 0);
+            let len = u16::try_from(key_len).expect("small");
+            b[at..at + 2].copy_from_slice(&len.to_le_bytes());
+            let len = u32::try_from(value_len).expect("small");
+            b[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            b[at + 8..at + 8 + key_len].copy_from_slice(&key);
+            let value = self.rng.bytes(value_len);
+            b[at + 8 + key_len..at + 8 + key_len + value_len].copy_from_slice(&value);
+        }
+        let count = u32::try_from(records).expect("small");
+        let bytes = u32::try_from(b.len() - BATCH_HEADER).expect("small");
+        b[0..4].copy_from_slice(&count.to_le_bytes());
+        b[4..8].copy_from_slice(&bytes.to_le_bytes());
+        self.flaw_batch(&mut b, &entry_at);
+        b
+    }
+
+    /// Gives a well-formed batch one flaw, or none (about a quarter of the time).
+    fn flaw_batch(&mut self, b: &mut [u8], entry_at: &[usize]) {
+        let entry = entry_at[self.rng.index(entry_at.len())];
+        let count = u32::try_from(entry_at.len()).expect("small");
+        let small = |v: u64| u32::try_from(v).expect("small");
+        let (at, v) = match self.rng.below(20) {
+            0 => (0, 0),
+            1 => (0, count + small(self.rng.range(1, 3))),
+            2 if count > 1 => (0, count - 1),
+            3 => (0, self.rng.u32()),
+            4 => (4, small(self.rng.below(1 << 17))),
+            5 => (4, self.rng.u32()),
+            6 => (8, 1 + small(self.rng.below(1 << 31))),
+            7 => (12, 1 + small(self.rng.below(1 << 31))),
+            8 => (entry + 4, 0),
+            9 => (entry + 4, self.rng.u32()),
+            10 => (entry + 4, small(VALUE_MAX as u64 + 1)),
+            // key_len 0, key_len 513 (and reserved 0), reserved 1 with the key_len kept.
+            11 => (entry, u32_at(b, entry) & 0xffff_0000),
+            12 => (entry, (u32_at(b, entry) & 0xffff_0000) | 0x201),
+            13 => (entry, u32_at(b, entry) | 0x1_0000),
+            14 => (4, small(PUT_BATCH_MAX as u64)),
+            _ => return,
+        };
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
     fn field_len(&mut self, real: usize) -> u16 {

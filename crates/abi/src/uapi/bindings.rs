@@ -54,11 +54,13 @@ pub const HPKV_INFO_NAME_MAX: u32 = 256;
 pub const HPKV_INFO_PATH_MAX: u32 = 4096;
 pub const HPKV_DURABILITY_SYNC: u32 = 0;
 pub const HPKV_DURABILITY_WRITE_BEHIND: u32 = 1;
+pub const HPKV_PUT_BATCH_MAX: u32 = 131072;
 pub const HPKV_IOC_GET: u32 = 3256371201;
 pub const HPKV_IOC_RANGE: u32 = 3290449922;
 pub const HPKV_IOC_STATS: u32 = 2164279299;
 pub const HPKV_IOC_SYNC: u32 = 18436;
 pub const HPKV_IOC_INFO: u32 = 2444773381;
+pub const HPKV_IOC_PUT_BATCH: u32 = 1074808838;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
 pub type __u32 = ::std::os::raw::c_uint;
@@ -321,3 +323,42 @@ impl Default for hpkv_info {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct hpkv_put_batch {
+    pub count: __u32,
+    pub bytes: __u32,
+    pub flags: __u32,
+    pub reserved: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hpkv_put_batch"][::std::mem::size_of::<hpkv_put_batch>() - 16usize];
+    ["Alignment of hpkv_put_batch"][::std::mem::align_of::<hpkv_put_batch>() - 4usize];
+    ["Offset of field: hpkv_put_batch::count"]
+        [::std::mem::offset_of!(hpkv_put_batch, count) - 0usize];
+    ["Offset of field: hpkv_put_batch::bytes"]
+        [::std::mem::offset_of!(hpkv_put_batch, bytes) - 4usize];
+    ["Offset of field: hpkv_put_batch::flags"]
+        [::std::mem::offset_of!(hpkv_put_batch, flags) - 8usize];
+    ["Offset of field: hpkv_put_batch::reserved"]
+        [::std::mem::offset_of!(hpkv_put_batch, reserved) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct hpkv_batch_entry {
+    pub key_len: __u16,
+    pub reserved: __u16,
+    pub value_len: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hpkv_batch_entry"][::std::mem::size_of::<hpkv_batch_entry>() - 8usize];
+    ["Alignment of hpkv_batch_entry"][::std::mem::align_of::<hpkv_batch_entry>() - 4usize];
+    ["Offset of field: hpkv_batch_entry::key_len"]
+        [::std::mem::offset_of!(hpkv_batch_entry, key_len) - 0usize];
+    ["Offset of field: hpkv_batch_entry::reserved"]
+        [::std::mem::offset_of!(hpkv_batch_entry, reserved) - 2usize];
+    ["Offset of field: hpkv_batch_entry::value_len"]
+        [::std::mem::offset_of!(hpkv_batch_entry, value_len) - 4usize];
+};

@@ -232,6 +232,18 @@ fn the_generator_covers_every_kind_and_spares_the_checkers_keys() {
             }
             Call::Write { .. } => "write".into(),
             Call::Read { .. } => "read".into(),
+            Call::Ioctl {
+                cmd: hpkv_abi::IOC_PUT_BATCH,
+                target: Target::At(at),
+                ..
+            } => {
+                let good = req.expect.success != Success::Never;
+                if good {
+                    assert_no_checker_key(&arena[at..]);
+                    seen.insert("a well-formed batch".to_string());
+                }
+                format!("{:#x}", hpkv_abi::IOC_PUT_BATCH)
+            }
             Call::Ioctl { cmd, .. } if is_hpkv(cmd) => format!("{cmd:#x}"),
             Call::Ioctl { .. } => "other".into(),
         };
@@ -246,4 +258,93 @@ fn the_generator_covers_every_kind_and_spares_the_checkers_keys() {
         assert!(seen.contains(k), "never generated {k}: {seen:?}");
     }
     assert!(seen.contains(&format!("{:#x}", hpkv_abi::IOC_RANGE)));
+    assert!(seen.contains(&format!("{:#x}", hpkv_abi::IOC_PUT_BATCH)));
+    assert!(seen.contains("a well-formed batch"));
+}
+
+/// The keys of a well-formed batch at the start of `mem`: none is the checker's.
+fn assert_no_checker_key(mem: &[u8]) {
+    let count = u32::from_le_bytes(mem[0..4].try_into().unwrap()) as usize;
+    let mut at = BATCH_HEADER;
+    for _ in 0..count {
+        let key_len = usize::from(u16::from_le_bytes([mem[at], mem[at + 1]]));
+        let value_len = u32::from_le_bytes(mem[at + 4..at + 8].try_into().unwrap()) as usize;
+        assert_ne!(
+            mem[at + 8],
+            CHECKER_PREFIX,
+            "a batch writes a checker's key"
+        );
+        at += batch_entry_size(key_len, value_len);
+    }
+}
+
+/// A batch as the contract lays it out.
+fn batch(records: &[(&[u8], &[u8])]) -> Vec<u8> {
+    hpkv_abi::encode_put_batch(records)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
+
+#[test]
+fn put_batch_header_then_entries_then_memory() {
+    let good = batch(&[(b"a", b"1"), (b"bb", b"22")]);
+    let expect = put_batch_outcome(&good);
+    assert!(expect.allows(Ok(2)) && expect.allows(Ok(1)) && !expect.allows(Ok(3)));
+    assert!(expect.allows(Err(Errno::ENOSPC)) && !expect.allows(Err(Errno::EINVAL)));
+    assert_eq!(ioctl_outcome(hpkv_abi::IOC_PUT_BATCH, Some(&good)), expect);
+    let with = |at: usize, v: u32| {
+        let mut b = good.clone();
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        b
+    };
+    for (what, b) in [
+        ("zero count", with(0, 0)),
+        ("count over", with(0, 3)),
+        ("count under", with(0, 1)),
+        ("flags", with(8, 1)),
+        ("reserved", with(12, 4)),
+        ("bytes under", with(4, 16)),
+        ("value_len 0", with(BATCH_HEADER + 16 + 4, 0)),
+        ("value_len overruns", with(BATCH_HEADER + 16 + 4, 100)),
+        ("key_len 0", with(BATCH_HEADER, 0x0000_0000)),
+        ("entry reserved", with(BATCH_HEADER, 0x0001_0001)),
+    ] {
+        assert_eq!(errs(&put_batch_outcome(&b)), vec![Errno::EINVAL], "{what}");
+    }
+    let mut longer = with(4, 40);
+    assert_eq!(
+        errs(&put_batch_outcome(&longer)),
+        vec![Errno::EFAULT, Errno::EINVAL],
+        "bytes past the readable memory"
+    );
+    longer.resize(BATCH_HEADER + 40, 0);
+    assert_eq!(
+        errs(&put_batch_outcome(&longer)),
+        vec![Errno::EINVAL],
+        "bytes over the entries"
+    );
+    let over = u32::try_from(PUT_BATCH_MAX - BATCH_HEADER + 8).unwrap();
+    assert_eq!(
+        errs(&put_batch_outcome(&with(4, over))),
+        vec![Errno::EMSGSIZE]
+    );
+    assert_eq!(
+        errs(&put_batch_outcome(&with(4, u32::MAX))),
+        vec![Errno::EMSGSIZE]
+    );
+    assert_eq!(
+        errs(&put_batch_outcome(&good[..15])),
+        vec![Errno::EFAULT],
+        "a header cut by the guard page"
+    );
+    assert_eq!(
+        errs(&put_batch_outcome(&good[..good.len() - 1])),
+        vec![Errno::EFAULT, Errno::EINVAL],
+        "entries cut by the guard page"
+    );
+    assert_eq!(
+        errs(&ioctl_outcome(hpkv_abi::IOC_PUT_BATCH, None)),
+        vec![Errno::EFAULT]
+    );
 }
