@@ -1084,7 +1084,7 @@ fn check(ctx: &Ctx, prefix: &str, count: usize) {
 
 // ------------------------------------------------------------------------ PUT_BATCH
 
-/// A batch of 1000 records (binary keys and values, a duplicate key, a largest record) is
+/// A batch of 1000 records (binary keys and values, a duplicate key, a 512-byte key) is
 /// answered with its count once all are stored: visible to GET, RANGE, the listing and
 /// STATS, with one device flush for the whole batch (sync mode) and puts counted per record.
 fn put_batch_stores_every_record_with_one_flush(ctx: &Ctx) {
@@ -1093,8 +1093,8 @@ fn put_batch_stores_every_record_with_one_flush(ctx: &Ctx) {
     let keys: Vec<Vec<u8>> = (0..998)
         .map(|i| format!("pb-{i:04}\0:\n").into_bytes())
         .collect();
-    let values: Vec<Vec<u8>> = (0..998).map(|i| vec![byte(i); 1 + i % 97]).collect();
-    let big = vec![b'B'; abi::VALUE_MAX];
+    let values: Vec<Vec<u8>> = (0..998).map(|i| vec![byte(i); 1 + i % 17]).collect();
+    let big = vec![b'B'; 50_000];
     let key_max = vec![b'K'; abi::KEY_MAX];
     let mut records: Vec<(&[u8], &[u8])> = keys
         .iter()
@@ -1140,7 +1140,7 @@ fn put_batch_stores_every_record_with_one_flush(ctx: &Ctx) {
         .skip(1)
         .map(|(k, v)| k.len() + v.len() + 2)
         .sum();
-    let first_and_largest = keys[0].len() + 18 + 2 + abi::KEY_MAX + abi::VALUE_MAX + 2;
+    let first_and_largest = keys[0].len() + 18 + 2 + abi::KEY_MAX + 50_000 + 2;
     assert_eq!(
         listing.len(),
         lines + first_and_largest,
@@ -1148,7 +1148,8 @@ fn put_batch_stores_every_record_with_one_flush(ctx: &Ctx) {
     );
 }
 
-/// A batch of exactly `HPKV_PUT_BATCH_MAX` bytes is carried whole; a small one ending at
+/// A batch of exactly `HPKV_PUT_BATCH_MAX` bytes is carried whole, and so is the largest
+/// record alone; a small one ending at
 /// the last mapped byte works; one whose entries run into unmapped memory is EFAULT.
 fn put_batch_of_the_largest_size_and_at_the_guard_page(ctx: &Ctx) {
     let f = open(ctx);
@@ -1168,6 +1169,13 @@ fn put_batch_of_the_largest_size_and_at_the_guard_page(ctx: &Ctx) {
     let stored = ioctl_buf(&f, abi::IOC_PUT_BATCH, &mut batch.as_bytes().to_vec());
     assert_eq!(stored, Ok(i32::try_from(n).unwrap() + 1));
     assert_eq!(get_exact(&f, b"pbm-last").map(|v| v.len()), Ok(last_value));
+    let (key_max, value_max) = ([b'L'; abi::KEY_MAX], vec![b'l'; abi::VALUE_MAX]);
+    assert_eq!(
+        put_batch(&f, &[(&key_max, &value_max)]),
+        Ok(1),
+        "the largest record"
+    );
+    assert_eq!(get_exact(&f, &key_max).map(|v| v.len()), Ok(abi::VALUE_MAX));
     let mut g = Guarded::new();
     let small = abi::encode_put_batch(&[(b"pb-guard", b"at the end")]).unwrap();
     let tail = g.tail(small.len());
