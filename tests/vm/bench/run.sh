@@ -14,6 +14,8 @@
 #   sync_100k      the same in a 100,000-record store
 #   sync_100_t1    the same as sync_100 with hpkvd --threads 1
 #   wb_100         hpkvd --durability write-behind, 100 records
+#   *_1cpu         noop_write and wb_100 again, the client and every server thread on vCPU 0 (a
+#                  separate step: on a busy host, work on both vCPUs at once waits for the host)
 #   sync_1w/_8w    new keys, one writer / 8 writers (durable writes per second)
 #   noop_write_8   8 writers on the no-op server: the most any CUSE server allows here, per second
 #   load           hpkvctl load of a dump of the store (records per second)
@@ -105,7 +107,7 @@ function show(what, num, den, goal, le) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_100_t1 wb_100 load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -117,6 +119,8 @@ END {
     show("write-behind write / no-op write", p("wb_100"), p("noop_write"), "1.5", 1)
     show("--threads 1 / default threads, sync write", p("sync_100_t1"), p("sync_100"), "1.0", 1)
     show("hpkvctl load / one durable put per record, records per second", r("load"), r("sync_1w"), "10", 0)
+    show("(info) write-behind write / no-op write, client and servers on one vCPU", p("wb_100_1cpu"), p("noop_write_1cpu"), "–", 1)
+    show("(info) no-op write, both vCPUs / one vCPU", p("noop_write"), p("noop_write_1cpu"), "–", 1)
     show("(info) floor / raw device write + flush", p("floor_sync"), p("raw_flush"), "–", 1)
     show("(info) GET / no-op GET", p("hpkv_get"), p("noop_get"), "–", 1)
     show("(info) GET / no-op GET, one thread", p("hpkv_get"), p("noop_get_t1"), "–", 1)
