@@ -65,6 +65,7 @@ static long key_of(long i, long total, long keys)
 struct writer {
 	struct spec *s;
 	long from, to; /* operation numbers of this round */
+	pthread_barrier_t *start; /* every writer has its file open: the clock starts */
 	int failed;
 };
 
@@ -75,6 +76,7 @@ static void *write_loop(void *p)
 	char buf[256];
 	int fd = open(s->dev, O_WRONLY);
 
+	pthread_barrier_wait(w->start);
 	if (fd < 0) {
 		perror(s->dev);
 		w->failed = 1;
@@ -101,19 +103,25 @@ static int round_write(struct spec *s)
 {
 	pthread_t tid[THREADS_MAX];
 	struct writer w[THREADS_MAX];
+	pthread_barrier_t start;
 	long first = s->done, n = s->ops, t = s->threads;
 	int failed = 0;
 
-	double t0 = now_us();
+	/* The clock starts once every writer is started and has its file open (thread starts and
+	 * opens are not writes). */
+	pthread_barrier_init(&start, NULL, (unsigned)t + 1);
 	for (long k = 0; k < t; k++) {
-		w[k] = (struct writer){ s, first + n * k / t, first + n * (k + 1) / t, 0 };
+		w[k] = (struct writer){ s, first + n * k / t, first + n * (k + 1) / t, &start, 0 };
 		pthread_create(&tid[k], NULL, write_loop, &w[k]);
 	}
+	pthread_barrier_wait(&start);
+	double t0 = now_us();
 	for (long k = 0; k < t; k++) {
 		pthread_join(tid[k], NULL);
 		failed |= w[k].failed;
 	}
 	s->busy_us += now_us() - t0;
+	pthread_barrier_destroy(&start);
 	return failed;
 }
 

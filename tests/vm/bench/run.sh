@@ -18,6 +18,7 @@
 #                  separate step: on a busy host, work on both vCPUs at once waits for the host)
 #   sync_1w/_8w    new keys, one writer / 8 writers (durable writes per second)
 #   noop_write_8   8 writers on the no-op server: the most any CUSE server allows here, per second
+#   sync_8w_alone  8 writers alone, with hpkvd's puts and flushes counted around them
 #   load           hpkvctl load of a dump of the store (records per second)
 # and prints the ratios with the goals of issue 8. The last line is "N passed, M failed" (the
 # steps that ran); the figures themselves never fail the run.
@@ -107,7 +108,7 @@ function show(what, num, den, goal, le) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -130,6 +131,14 @@ END {
     show("(info) hpkvd, 8 writers / no-op server, 8 writers, per second", r("sync_8w"), r("noop_write_8"), "–", 1)
 }' "$console"
 echo
+grep -a '^COUNTERS ' "$console" | tr -d '\r' | awk '
+    { for (i = 3; i <= NF; i++) { split($i, kv, "="); c[$2, kv[1]] = kv[2] } }
+    END {
+        p = c["after-8w", "puts"] - c["before-8w", "puts"]
+        f = c["after-8w", "device_flushes"] - c["before-8w", "device_flushes"]
+        w = c["after-8w", "device_writes"] - c["before-8w", "device_writes"]
+        if (f > 0) printf "8 writers alone (sync_8w_alone): %d puts, %d device writes, %d flushes: %.2f puts a flush\n\n", p, w, f, p / f
+    }'
 echo "Compaction in the stores the one-writer step overwrote (counters before and after it):"
 grep -a '^COMPACTION ' "$console" | sed 's/^COMPACTION /  /' || echo "  (not reported)"
 echo
