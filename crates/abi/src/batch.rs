@@ -24,7 +24,12 @@ pub const fn batch_entry_size(key_len: usize, value_len: usize) -> usize {
 
 /// The smallest entry: a 1-byte key and a 1-byte value.
 const ENTRY_SIZE_MIN: usize = batch_entry_size(1, 1);
-/// Records one batch holds at most (each entry takes at least [`ENTRY_SIZE_MIN`] bytes).
+const _: () = assert!(
+    ENTRY_SIZE_MIN == 16,
+    "the figure PUT_BATCH_RECORDS_MAX's doc gives"
+);
+/// Records one batch holds at most (each entry takes at least 16 bytes: a header, a 1-byte key
+/// and a 1-byte value, padded to 8).
 pub const PUT_BATCH_RECORDS_MAX: usize = PUT_BATCH_BYTES_MAX / ENTRY_SIZE_MIN;
 
 // One largest record fits in a batch on its own.
