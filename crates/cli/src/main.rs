@@ -520,128 +520,125 @@ fn store_batches<R: Read>(
     shown_path: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, Failure> {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{mpsc, Mutex};
+    use std::sync::atomic::{AtomicU64, Ordering};
     let stored = AtomicU64::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Failure>> = Mutex::new(None);
-    let (tx, rx) = mpsc::sync_channel::<(u64, abi::PutBatch)>(LOAD_BATCHES_IN_FLIGHT);
-    let rx = Mutex::new(rx);
-    let put = |first: u64, batch: &abi::PutBatch| {
+    let mut packer = Packer::new(reader, shown_path);
+    let next = || {
+        let mut batch = abi::PutBatch::new();
+        let first = packer.fill(&mut batch)?;
+        Ok((!batch.is_empty()).then_some((first, batch)))
+    };
+    let put = |(first, batch): (u64, abi::PutBatch)| {
         let count = batch.count() as u64;
         let what = format!(
             "load {shown_path}: records {first} to {}",
             first + count - 1
         );
-        let failure = match client.put_packed(batch) {
-            Ok(n) => {
-                stored.fetch_add(n as u64, Ordering::Relaxed);
-                if n == batch.count() {
-                    return;
-                }
-                Failure::client(format!("{what}: {n} stored"), Error::NoSpace)
-            }
-            Err(e) => Failure::client(what, e),
-        };
-        failed.store(true, Ordering::Relaxed);
-        let mut first_error = first_error.lock().expect("a loader panicked");
-        first_error.get_or_insert(failure);
+        let n = client
+            .put_packed(&batch)
+            .map_err(|e| Failure::client(what.clone(), e))?;
+        stored.fetch_add(n as u64, Ordering::Relaxed);
+        if n == batch.count() {
+            Ok(())
+        } else {
+            Err(Failure::client(
+                format!("{what}: {n} stored"),
+                Error::NoSpace,
+            ))
+        }
     };
-    std::thread::scope(|scope| -> Result<(), Failure> {
-        for _ in 0..LOAD_BATCHES_IN_FLIGHT {
-            scope.spawn(|| loop {
-                let next = rx.lock().expect("a loader panicked").recv();
-                let Ok((first, batch)) = next else {
-                    return;
-                };
-                if !failed.load(Ordering::Relaxed) {
-                    put(first, &batch);
-                }
-            });
-        }
-        let mut packer = Packer::new(reader, shown_path);
-        loop {
-            let mut batch = abi::PutBatch::new();
-            let first = packer.fill(&mut batch)?;
-            if batch.is_empty()
-                || failed.load(Ordering::Relaxed)
-                || tx.send((first, batch)).is_err()
-            {
-                break;
-            }
-            progress(stored.load(Ordering::Relaxed));
-        }
-        drop(tx);
-        Ok(())
+    in_flight(LOAD_BATCHES_IN_FLIGHT, next, put, || {
+        progress(stored.load(Ordering::Relaxed));
     })?;
-    if let Some(failure) = first_error.into_inner().expect("a loader panicked") {
-        return Err(failure);
-    }
     let stored = stored.into_inner();
     progress(stored);
     Ok(stored)
 }
 
 /// Stores every record of `reader` one put at a time (`load` from an hpkvd without
-/// batches), telling `progress` how many are stored; the number stored. Up to [`LOAD_IN_FLIGHT`] puts are in flight, so that
-/// hpkvd's group commit makes few flushes of many writes; each put still returns only once
-/// hpkvd acknowledged it (durably, in sync mode), and only acknowledged ones are counted.
-/// A put is one `write()` when the ABI can say it that way (`Client::put_by_write`): one
-/// request to hpkvd instead of the INSERT ioctl's two.
+/// batches), telling `progress` how many are stored; the number stored. Up to
+/// [`LOAD_IN_FLIGHT`] puts are in flight, so that hpkvd's group commit makes few flushes of
+/// many writes; each put still returns only once hpkvd acknowledged it (durably, in sync
+/// mode), and only acknowledged ones are counted. A put is one `write()` when the ABI can
+/// say it that way (`Client::put_by_write`): one request to hpkvd instead of the INSERT
+/// ioctl's two.
 fn store_records<R: Read>(
     client: &Client,
     reader: &mut DumpReader<R>,
     shown_path: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, Failure> {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{mpsc, Mutex};
+    use std::sync::atomic::{AtomicU64, Ordering};
     let stored = AtomicU64::new(0);
+    let next = || {
+        let record = reader
+            .next_record()
+            .map_err(|e| Failure::dump(shown_path, e))?;
+        Ok(record.map(|r| (reader.count, r)))
+    };
+    let put = |(number, (key, value)): (u64, dump::Record)| {
+        client
+            .put_by_write(&key, &value)
+            .map_err(|e| Failure::client(format!("load {shown_path}: record {number}"), e))?;
+        stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    };
+    in_flight(LOAD_IN_FLIGHT, next, put, || {
+        progress(stored.load(Ordering::Relaxed));
+    })?;
+    let stored = stored.into_inner();
+    progress(stored);
+    Ok(stored)
+}
+
+/// The submission loop of `load`: hands the items `next` gives, in order, to up to `workers`
+/// threads running `work`, calling `after_each` once an item is handed on; stops at the end
+/// of the items or at the first failure (of `next` or of a work), which it returns.
+fn in_flight<T: Send>(
+    workers: usize,
+    mut next: impl FnMut() -> Result<Option<T>, Failure>,
+    work: impl Fn(T) -> Result<(), Failure> + Sync,
+    mut after_each: impl FnMut(),
+) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Mutex};
+    assert!(workers > 0, "load needs a worker");
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Failure>> = Mutex::new(None);
-    let (tx, rx) = mpsc::sync_channel::<(u64, dump::Record)>(LOAD_IN_FLIGHT);
+    let (tx, rx) = mpsc::sync_channel::<T>(workers);
     let rx = Mutex::new(rx);
-    let put = |number: u64, key: &[u8], value: &[u8]| match client.put_by_write(key, value) {
-        Ok(()) => {
-            stored.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => {
-            failed.store(true, Ordering::Relaxed);
-            let failure = Failure::client(format!("load {shown_path}: record {number}"), e);
-            let mut first = first_error.lock().expect("a loader panicked");
-            first.get_or_insert(failure);
-        }
-    };
     std::thread::scope(|scope| -> Result<(), Failure> {
-        for _ in 0..LOAD_IN_FLIGHT {
+        for _ in 0..workers {
             scope.spawn(|| loop {
-                let next = rx.lock().expect("a loader panicked").recv();
-                let Ok((number, (key, value))) = next else {
+                let Ok(item) = rx.lock().expect("a loader panicked").recv() else {
                     return;
                 };
-                if !failed.load(Ordering::Relaxed) {
-                    put(number, &key, &value);
+                if failed.load(Ordering::Relaxed) {
+                    continue; // drain what is queued without sending it
+                }
+                if let Err(failure) = work(item) {
+                    failed.store(true, Ordering::Relaxed);
+                    let mut first = first_error.lock().expect("a loader panicked");
+                    first.get_or_insert(failure);
                 }
             });
         }
-        while let Some(record) = reader
-            .next_record()
-            .map_err(|e| Failure::dump(shown_path, e))?
-        {
-            if failed.load(Ordering::Relaxed) || tx.send((reader.count, record)).is_err() {
+        // `tx` moves in here: an early return of `next`'s failure drops it too, which lets
+        // the workers end.
+        let tx = tx;
+        while let Some(item) = next()? {
+            if failed.load(Ordering::Relaxed) || tx.send(item).is_err() {
                 break;
             }
-            progress(stored.load(Ordering::Relaxed));
+            after_each();
         }
         drop(tx);
         Ok(())
     })?;
-    if let Some(failure) = first_error.into_inner().expect("a loader panicked") {
-        return Err(failure);
+    match first_error.into_inner().expect("a loader panicked") {
+        Some(failure) => Err(failure),
+        None => Ok(()),
     }
-    let stored = stored.into_inner();
-    progress(stored);
-    Ok(stored)
 }
 
 #[cfg(test)]
@@ -649,6 +646,66 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use failure::{EXIT_DEVICE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE};
+
+    /// `load`'s submission loop hands on every item once, stops at a work's failure (no item
+    /// is started after it is seen) and returns a failure of `next` without hanging.
+    #[test]
+    fn in_flight_runs_each_item_once_and_stops_at_the_first_failure() {
+        use std::sync::Mutex;
+        let done = Mutex::new(Vec::new());
+        let mut items = 0..1000u32;
+        let mut handed = 0;
+        in_flight(
+            4,
+            || Ok(items.next()),
+            |i| {
+                done.lock().unwrap().push(i);
+                Ok(())
+            },
+            || handed += 1,
+        )
+        .unwrap();
+        let mut done = done.into_inner().unwrap();
+        done.sort_unstable();
+        assert_eq!(done, (0..1000).collect::<Vec<_>>());
+        assert_eq!(handed, 1000);
+
+        let started = Mutex::new(0u32);
+        let mut items = 0..1000u32;
+        let e = in_flight(
+            4,
+            || Ok(items.next()),
+            |i| {
+                *started.lock().unwrap() += 1;
+                if i == 10 {
+                    Err(Failure::client("item 10", Error::NoSpace))
+                } else {
+                    Ok(())
+                }
+            },
+            || {},
+        )
+        .unwrap_err();
+        assert_eq!(e.what, "item 10");
+        assert!(*started.lock().unwrap() < 1000, "stopped early");
+
+        let mut n = 0;
+        let e = in_flight(
+            2,
+            || {
+                n += 1;
+                if n > 5 {
+                    Err(Failure::client("the source broke", Error::NoSpace))
+                } else {
+                    Ok(Some(n))
+                }
+            },
+            |_| Ok(()),
+            || {},
+        )
+        .unwrap_err();
+        assert_eq!(e.what, "the source broke");
+    }
 
     /// `load` packs a dump into batches up to the request's limit, in order, numbering each
     /// batch's first record; a largest record travels in a batch of its own.
