@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use config::{Config, Durability, Progress, ProgressSink};
 pub use device::{BlockDevice, FileDevice, OpenDeviceError};
@@ -166,6 +166,19 @@ pub struct Engine {
     /// The committer's queue; `None` once closed (lock level [`Level::Handle`]).
     tx: OrderedMutex<Option<Sender<Queued>>>,
     threads: OrderedMutex<Vec<JoinHandle<()>>>,
+}
+
+/// The answer to a write submitted with a `Done` that sends it on `rx`, waited for at most
+/// [`ANSWER_WAIT_MAX`]; `what` names the write in the log.
+fn answer<T>(rx: &Receiver<Result<T, Error>>, what: &str) -> Result<T, Error> {
+    match rx.recv_timeout(ANSWER_WAIT_MAX) {
+        Ok(r) => r,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            log::error!("{what} got no answer within {ANSWER_WAIT_MAX:?}");
+            Err(Error::TimedOut)
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
+    }
 }
 
 impl Engine {
@@ -344,14 +357,7 @@ impl Engine {
             .collect();
         let (tx, rx) = bounded(1);
         self.submit_puts(records, Box::new(move |r| drop(tx.send(r))));
-        match rx.recv_timeout(ANSWER_WAIT_MAX) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                log::error!("a batch got no answer within {ANSWER_WAIT_MAX:?}");
-                Err(Error::TimedOut)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
-        }
+        answer(&rx, "a batch")
     }
 
     /// Submits and waits for the outcome (at most [`ANSWER_WAIT_MAX`]).
@@ -361,14 +367,7 @@ impl Engine {
     pub fn execute(&self, op: WriteOp) -> Result<(), Error> {
         let (tx, rx) = bounded(1);
         self.submit(op, Box::new(move |r| drop(tx.send(r))));
-        match rx.recv_timeout(ANSWER_WAIT_MAX) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                log::error!("a write got no answer within {ANSWER_WAIT_MAX:?}");
-                Err(Error::TimedOut)
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::Closed),
-        }
+        answer(&rx, "a write")
     }
 
     /// Inserts or overwrites `key`.
