@@ -6,8 +6,8 @@ use std::mem::offset_of;
 
 use nix::errno::Errno;
 
-use crate::le::{set_u16, set_u32, u16_at, u32_at};
-use crate::request::{granule_rest, iov, Command, Decoded, Retry};
+use crate::le::{set_u32, u16_at, u32_at};
+use crate::request::{granule_rest, iov, key_len, value_len, Command, Decoded, Retry};
 use crate::{
     uapi, RequestError, BATCH_ENTRY_HEADER_SIZE, KEY_MAX, PUT_BATCH_HEADER_SIZE, PUT_BATCH_MAX,
     VALUE_MAX,
@@ -19,7 +19,7 @@ pub const PUT_BATCH_BYTES_MAX: usize = PUT_BATCH_MAX - PUT_BATCH_HEADER_SIZE;
 /// Bytes one entry takes in a batch: `struct hpkv_batch_entry`, key, value, padding to 8
 /// (`HPKV_BATCH_ENTRY_SIZE`).
 pub const fn batch_entry_size(key_len: usize, value_len: usize) -> usize {
-    (BATCH_ENTRY_HEADER_SIZE + key_len + value_len + 7) & !7
+    crate::entry_size(key_len, value_len)
 }
 
 /// The smallest entry: a 1-byte key and a 1-byte value.
@@ -75,23 +75,12 @@ impl PutBatch {
     /// [`RequestError::KeyLength`] or [`RequestError::ValueLength`] outside 1 to
     /// [`KEY_MAX`] and 1 to [`VALUE_MAX`].
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> Result<bool, RequestError> {
-        let (key_len, value_len) = entry_lengths(key, value)?;
-        let size = batch_entry_size(key.len(), value.len());
-        if self.buf.len() + size > PUT_BATCH_MAX {
+        key_len(key, KEY_MAX)?;
+        value_len(value)?;
+        if self.buf.len() + batch_entry_size(key.len(), value.len()) > PUT_BATCH_MAX {
             return Ok(false);
         }
-        let at = self.buf.len();
-        self.buf.resize(at + size, 0);
-        let entry = &mut self.buf[at..];
-        set_u16(entry, offset_of!(uapi::hpkv_batch_entry, key_len), key_len);
-        set_u32(
-            entry,
-            offset_of!(uapi::hpkv_batch_entry, value_len),
-            value_len,
-        );
-        let key_at = BATCH_ENTRY_HEADER_SIZE;
-        entry[key_at..key_at + key.len()].copy_from_slice(key);
-        entry[key_at + key.len()..key_at + key.len() + value.len()].copy_from_slice(value);
+        crate::append_entry(&mut self.buf, key, value);
         self.count += 1;
         let bytes = u32::try_from(self.buf.len() - PUT_BATCH_HEADER_SIZE).expect("bounded");
         set_u32(
@@ -133,28 +122,6 @@ impl PutBatch {
         self.buf.resize(PUT_BATCH_HEADER_SIZE, 0);
         self.count = 0;
     }
-}
-
-fn entry_lengths(key: &[u8], value: &[u8]) -> Result<(u16, u32), RequestError> {
-    let key_len = u16::try_from(key.len())
-        .ok()
-        .filter(|_| (1..=KEY_MAX).contains(&key.len()));
-    let Some(key_len) = key_len else {
-        return Err(RequestError::KeyLength {
-            len: key.len(),
-            max: KEY_MAX,
-        });
-    };
-    let value_len = u32::try_from(value.len())
-        .ok()
-        .filter(|_| (1..=VALUE_MAX).contains(&value.len()));
-    let Some(value_len) = value_len else {
-        return Err(RequestError::ValueLength {
-            len: value.len(),
-            max: VALUE_MAX,
-        });
-    };
-    Ok((key_len, value_len))
 }
 
 /// The argument of `HPKV_IOC_PUT_BATCH` holding `records`, all of them.

@@ -224,6 +224,38 @@ const _: () = assert!(INFO_STRUCT_SIZE <= 32 * 4096);
 const _: () = assert!(ioc_type(IOC_PUT_BATCH) == ioc_type(IOC_GET));
 const _: () = assert!(ioc_size(IOC_PUT_BATCH) == PUT_BATCH_HEADER_SIZE);
 const _: () = assert!(PUT_BATCH_HEADER_SIZE == 16 && BATCH_ENTRY_HEADER_SIZE == 8);
+// RANGE's entries and PUT_BATCH's share one layout (`entry_size`, `append_entry`).
+const _: () = assert!(RANGE_ENTRY_HEADER_SIZE == BATCH_ENTRY_HEADER_SIZE);
+const _: () = assert!(
+    offset_of!(uapi::hpkv_range_entry, key_len) == offset_of!(uapi::hpkv_batch_entry, key_len)
+);
+const _: () = assert!(
+    offset_of!(uapi::hpkv_range_entry, value_len) == offset_of!(uapi::hpkv_batch_entry, value_len)
+);
+
+/// Bytes one entry of RANGE or `PUT_BATCH` takes: its header, key and value, padded to 8.
+const fn entry_size(key_len: usize, value_len: usize) -> usize {
+    (BATCH_ENTRY_HEADER_SIZE + key_len + value_len).next_multiple_of(8)
+}
+
+/// Appends one entry of the layout RANGE and `PUT_BATCH` share to `buf`: a `u16` key length, a `u32`
+/// value length, the key, the value, zeros to [`entry_size`]. The caller checked the lengths.
+fn append_entry(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let key_len = u16::try_from(key.len()).expect("a key within KEY_MAX");
+    let value_len = u32::try_from(value.len()).expect("a value within VALUE_MAX");
+    let at = buf.len();
+    buf.resize(at + entry_size(key.len(), value.len()), 0);
+    let entry = &mut buf[at..];
+    le::set_u16(entry, offset_of!(uapi::hpkv_batch_entry, key_len), key_len);
+    le::set_u32(
+        entry,
+        offset_of!(uapi::hpkv_batch_entry, value_len),
+        value_len,
+    );
+    let (key_at, value_at) = (BATCH_ENTRY_HEADER_SIZE, BATCH_ENTRY_HEADER_SIZE + key.len());
+    entry[key_at..value_at].copy_from_slice(key);
+    entry[value_at..value_at + value.len()].copy_from_slice(value);
+}
 // A whole batch is one ioctl input: CUSE's 32-page limit.
 const _: () = assert!(PUT_BATCH_MAX <= 32 * 4096);
 // The module's commands are plain numbers below every _IOC-encoded one.

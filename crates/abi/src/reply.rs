@@ -2,7 +2,7 @@
 
 use std::mem::offset_of;
 
-use crate::le::{get_u16, get_u32, get_u64, set_u16, set_u32, set_u64, u32_at, u64_at};
+use crate::le::{get_u16, get_u32, get_u64, set_u32, set_u64, u32_at, u64_at};
 use crate::{
     uapi, Iov, Profile, RangeRequest, ReplyError, Retry, GET_STRUCT_SIZE, KEY_MAX,
     RANGE_CAPACITY_MAX, RANGE_ENTRY_HEADER_SIZE, RANGE_HEADER_SIZE, RANGE_MORE, RANGE_STRUCT_SIZE,
@@ -168,7 +168,7 @@ pub fn parse_safe_get(buf: &[u8], capacity: usize) -> Result<&[u8], ReplyError> 
 /// Bytes one entry takes in a RANGE reply (`HPKV_RANGE_ENTRY_SIZE`): its header, key and
 /// value, padded to 8 bytes.
 pub fn range_entry_size(key_len: usize, value_len: usize) -> usize {
-    (RANGE_ENTRY_HEADER_SIZE + key_len + value_len).next_multiple_of(8)
+    crate::entry_size(key_len, value_len)
 }
 
 /// Accumulates the entries of a RANGE reply within the caller's limits (the daemon's side).
@@ -198,8 +198,6 @@ impl<'a> RangeBuilder<'a> {
     /// reported as "more"). Keys and values are within the ABI's limits (the store holds no
     /// others).
     pub fn push(&mut self, key: &[u8], value: &[u8]) -> bool {
-        let key_len = u16::try_from(key.len()).expect("a stored key of at most KEY_MAX bytes");
-        let value_len = u32::try_from(value.len()).expect("a stored value within VALUE_MAX");
         assert!(key.len() <= KEY_MAX && value.len() <= VALUE_MAX);
         let size = range_entry_size(key.len(), value.len());
         let count_full = self.req.max_count != 0 && self.count >= self.req.max_count;
@@ -210,18 +208,7 @@ impl<'a> RangeBuilder<'a> {
             self.more = true;
             return false;
         }
-        let at = self.data.len();
-        self.data.resize(at + size, 0);
-        let entry = &mut self.data[at..];
-        set_u16(entry, offset_of!(uapi::hpkv_range_entry, key_len), key_len);
-        set_u32(
-            entry,
-            offset_of!(uapi::hpkv_range_entry, value_len),
-            value_len,
-        );
-        let key_at = RANGE_ENTRY_HEADER_SIZE;
-        entry[key_at..key_at + key.len()].copy_from_slice(key);
-        entry[key_at + key.len()..key_at + key.len() + value.len()].copy_from_slice(value);
+        crate::append_entry(&mut self.data, key, value);
         self.count += 1;
         true
     }
@@ -337,6 +324,7 @@ pub fn parse_range(buf: &[u8], capacity: usize) -> Result<RangePage, ReplyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::le::set_u16;
     use crate::{encode_range, RangeQuery};
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
 // ------------------------------------------------------------------------------ encoders
 
 /// `key`'s length as the layouts carry it, when it is 1 to `max` bytes.
-fn key_len(key: &[u8], max: usize) -> Result<u16, RequestError> {
+pub(crate) fn key_len(key: &[u8], max: usize) -> Result<u16, RequestError> {
     let refused = RequestError::KeyLength {
         len: key.len(),
         max,
@@ -28,7 +28,7 @@ fn key_len(key: &[u8], max: usize) -> Result<u16, RequestError> {
 }
 
 /// `value`'s length, when it is 1 to [`VALUE_MAX`] bytes.
-fn value_len(value: &[u8]) -> Result<u64, RequestError> {
+pub(crate) fn value_len(value: &[u8]) -> Result<u64, RequestError> {
     if value.is_empty() || value.len() > VALUE_MAX {
         return Err(RequestError::ValueLength {
             len: value.len(),
