@@ -295,3 +295,62 @@ fn a_second_daemon_under_the_same_name_is_refused_before_it_touches_the_view() {
     drop(first);
     assert!(super::claim_name(dir.path(), "hpkv").unwrap().is_some());
 }
+
+/// A profiling harness, not a check: `HPKV_WRITE_COST_N` sync overwrites of a 100-record
+/// store through what the device layer does for a `write()` (parse, queue, commit, view),
+/// on an image file, with the view on (hpkvd's default). Run under callgrind to count the
+/// instructions per write; `HPKV_WRITE_COST_VIEW=off` leaves the view out.
+#[test]
+#[ignore = "a profiling harness, run by hand"]
+fn write_cost_harness() {
+    let n: usize = std::env::var("HPKV_WRITE_COST_N").map_or(1000, |v| v.parse().unwrap());
+    let view_on = std::env::var("HPKV_WRITE_COST_VIEW").as_deref() != Ok("off");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = if view_on {
+        daemon(dir.path(), 64, 1 << 20).0
+    } else {
+        let image = dir.path().join("store.img");
+        hpkv_engine::device::create_image_if_missing(&image, 32 << 20).unwrap();
+        Arc::new(Engine::open_path(&image, Config::default()).unwrap())
+    };
+    let value = [b'v'; 100];
+    let mut buf = Vec::new();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        buf.clear();
+        buf.extend_from_slice(b"w-000000");
+        buf.extend_from_slice(&[
+            b'0' + u8::try_from(i % 100 / 10).unwrap(),
+            b'0' + u8::try_from(i % 10).unwrap(),
+            b':',
+        ]);
+        buf.extend_from_slice(&value);
+        let op = match hpkv_abi::parse_write(&buf).unwrap() {
+            hpkv_abi::WriteRequest::Put { key, value } => hpkv_engine::WriteOp::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+            hpkv_abi::WriteRequest::Append { .. } => unreachable!("puts only"),
+        };
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = answered.clone();
+        engine.submit(
+            op,
+            Box::new(move |r| {
+                r.unwrap();
+                flag.store(true, std::sync::atomic::Ordering::Release);
+            }),
+        );
+        // Normally answered by now (this thread led); the timer's safety net may lead instead.
+        while !answered.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+    }
+    let per_write_ns = started.elapsed().as_nanos() / u128::try_from(n).unwrap();
+    eprintln!("{n} writes, view {view_on}: {per_write_ns} ns each");
+    let last = format!("w-000000{:02}", (n - 1) % 100);
+    assert_eq!(
+        engine.get(last.as_bytes()).unwrap().as_deref(),
+        Some(&value[..])
+    );
+}
