@@ -56,8 +56,9 @@ pub enum WriteOp {
     Put {
         /// The key, 1 to 512 bytes.
         key: Box<[u8]>,
-        /// The value, 1 to 102,400 bytes.
-        value: Box<[u8]>,
+        /// The value, 1 to 102,400 bytes; shared as it is with the value cache and the
+        /// observer (no copy of it is made once it is queued).
+        value: Arc<[u8]>,
     },
     /// Append to the value (a missing key is created with `suffix`).
     Append {
@@ -516,11 +517,15 @@ impl Committer {
         let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
         let mut overlay = Overlay::new();
         let mut force_flush = false;
-        for queued in batch.drain(..) {
+        let mut queue = batch.drain(..);
+        while let Some(queued) = queue.next() {
+            // Only a later operation of the batch reads the overlay: the last one (the whole
+            // batch, for a lone writer) skips it.
+            let later = queue.len() > 0;
             let (op, done) = match queued {
                 Queued::One(op, done) => (op, done),
                 Queued::Puts(records, done) => {
-                    self.stage_puts(records, done, &mut staged, &mut overlay);
+                    self.stage_puts(records, done, &mut staged, &mut overlay, later);
                     continue;
                 }
             };
@@ -544,7 +549,7 @@ impl Committer {
                     done(result);
                 }
                 op => {
-                    let s = self.stage(op, done, &mut overlay);
+                    let s = self.stage(op, done, &mut overlay, later);
                     staged.push(s);
                 }
             }
@@ -561,12 +566,17 @@ impl Committer {
         done: PutsDone,
         staged: &mut Vec<Staged>,
         overlay: &mut Overlay,
+        later: bool,
     ) {
         let tally = Tally::new(records.len(), done);
         let mut records = records.into_iter();
-        for (key, value) in records.by_ref() {
-            let op = WriteOp::Put { key, value };
-            let s = self.stage(op, Tally::record_done(&tally), overlay);
+        while let Some((key, value)) = records.next() {
+            let op = WriteOp::Put {
+                key,
+                value: value.into(),
+            };
+            let remember = later || records.len() > 0;
+            let s = self.stage(op, Tally::record_done(&tally), overlay, remember);
             let refused = matches!(s, Staged::Answer { .. });
             staged.push(s);
             if refused {
@@ -576,8 +586,9 @@ impl Committer {
         Tally::skip(&tally, records.len());
     }
 
-    /// Checks one write against the current state and appends its record.
-    fn stage(&mut self, op: WriteOp, done: Done, overlay: &mut Overlay) -> Staged {
+    /// Checks one write against the current state and appends its record; `remember`: a
+    /// later operation of the batch follows, and may read this one's value in `overlay`.
+    fn stage(&mut self, op: WriteOp, done: Done, overlay: &mut Overlay, remember: bool) -> Staged {
         let answer = |result: Result<(), Error>, done: Done| Staged::Answer {
             result,
             done,
@@ -599,7 +610,9 @@ impl Committer {
         self.next_seq = seq.checked_add(1).expect("sequence numbers exhausted");
         let w = self.log.as_mut().expect("make_room opened a segment");
         let loc = w.append(seq, kind, &key, value_bytes);
-        overlay.insert(key.clone(), value.clone());
+        if remember {
+            overlay.insert(key.clone(), value.clone());
+        }
         Staged::Record {
             key,
             seq,
@@ -616,7 +629,7 @@ impl Committer {
         match op {
             WriteOp::Put { key, value } => {
                 Counters::add(&counters.puts, 1);
-                Ok((key, Kind::Put, Some(Arc::<[u8]>::from(value)), Purpose::Put))
+                Ok((key, Kind::Put, Some(value), Purpose::Put))
             }
             WriteOp::Append { key, suffix } => {
                 Counters::add(&counters.appends, 1);
@@ -891,28 +904,14 @@ impl Committer {
         if self.shared.config.observer.is_none() {
             return;
         }
-        let changes: Vec<Change<'_>> = staged
-            .iter()
-            .filter_map(|s| match s {
-                Staged::Record {
-                    key,
-                    seq,
-                    value: Some(value),
-                    ..
-                } => Some(Change::Put {
-                    key,
-                    seq: *seq,
-                    value,
-                }),
-                Staged::Record {
-                    key,
-                    seq,
-                    value: None,
-                    ..
-                } => Some(Change::Delete { key, seq: *seq }),
-                Staged::Answer { .. } => None,
-            })
-            .collect();
+        // A lone writer's batch: its one change, without a vector to hold it.
+        if let [one] = staged {
+            if let Some(change) = change_of(one) {
+                self.shared.report(&[change]);
+            }
+            return;
+        }
+        let changes: Vec<Change<'_>> = staged.iter().filter_map(change_of).collect();
         if !changes.is_empty() {
             self.shared.report(&changes);
         }
@@ -948,6 +947,29 @@ impl Committer {
             new.purge_seq
         );
         Ok(())
+    }
+}
+
+/// What a staged operation changed, as the observer learns it (an answer changed nothing).
+fn change_of(staged: &Staged) -> Option<Change<'_>> {
+    match staged {
+        Staged::Record {
+            key,
+            seq,
+            value: Some(value),
+            ..
+        } => Some(Change::Put {
+            key,
+            seq: *seq,
+            value,
+        }),
+        Staged::Record {
+            key,
+            seq,
+            value: None,
+            ..
+        } => Some(Change::Delete { key, seq: *seq }),
+        Staged::Answer { .. } => None,
     }
 }
 
