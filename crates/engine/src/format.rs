@@ -499,8 +499,18 @@ pub fn record_len(key_len: usize, value_len: usize) -> usize {
 /// Sets [`RECORD_FLAG_AFTER_FLUSH`] on the record `out` holds ([`encode_record`] with the
 /// same `seed`) and seals its checksum again.
 pub fn mark_after_flush(out: &mut [u8], seed: u32) {
+    set_after_flush(out);
+    seal_record(out, seed);
+}
+
+/// Sets [`RECORD_FLAG_AFTER_FLUSH`] on an unsealed record ([`encode_record_unsealed`]).
+pub(crate) fn set_after_flush(out: &mut [u8]) {
     assert!(out.len() >= RECORD_HEADER_LEN, "a whole record");
     out[17] |= RECORD_FLAG_AFTER_FLUSH;
+}
+
+/// Computes the checksum of the record `out` holds (with `seed`) into its header.
+pub(crate) fn seal_record(out: &mut [u8], seed: u32) {
     let c = crc32c::crc32c_append(seed, &out[4..]);
     out[0..4].copy_from_slice(&c.to_le_bytes());
 }
@@ -509,6 +519,20 @@ pub fn mark_after_flush(out: &mut [u8], seed: u32) {
 pub fn encode_record(
     out: &mut [u8],
     seed: u32,
+    incarnation: u32,
+    seq: u64,
+    kind: Kind,
+    key: &[u8],
+    value: &[u8],
+) {
+    encode_record_unsealed(out, incarnation, seq, kind, key, value);
+    seal_record(out, seed);
+}
+
+/// [`encode_record`] without the checksum: flags may still be set before [`seal_record`]
+/// (the log's writer marks a record after a flush so, with one checksum computed).
+pub(crate) fn encode_record_unsealed(
+    out: &mut [u8],
     incarnation: u32,
     seq: u64,
     kind: Kind,
@@ -538,8 +562,6 @@ pub fn encode_record(
     out[20..24].copy_from_slice(&value_len.to_le_bytes());
     out[24..24 + key.len()].copy_from_slice(key);
     out[24 + key.len()..].copy_from_slice(value);
-    let c = crc32c::crc32c_append(seed, &out[4..]);
-    out[0..4].copy_from_slice(&c.to_le_bytes());
 }
 
 /// Why a scan stopped.

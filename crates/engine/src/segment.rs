@@ -134,18 +134,12 @@ impl SegmentWriter {
         let len = format::record_len(key.len(), value.len());
         assert!(self.fits(len), "record does not fit the segment");
         let at = self.fill;
-        format::encode_record(
-            &mut self.buf[at..at + len],
-            self.seed,
-            self.incarnation,
-            seq,
-            kind,
-            key,
-            value,
-        );
+        let out = &mut self.buf[at..at + len];
+        format::encode_record_unsealed(out, self.incarnation, seq, kind, key, value);
         if at == self.durable {
-            format::mark_after_flush(&mut self.buf[at..at + len], self.seed);
+            format::set_after_flush(out);
         }
+        format::seal_record(out, self.seed);
         self.fill += len;
         Loc {
             segment: self.segment,
