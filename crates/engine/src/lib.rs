@@ -205,17 +205,25 @@ impl Engine {
         let log = recovery::resume_log(&shared)?;
         let compactor = Arc::new(Compactor::new(shared.clone()));
         let (tx, rx) = bounded(QUEUE_DEPTH_MAX);
+        // Each batch handed over holds queued writes: the queue's bound bounds it too.
+        let (answer_tx, answer_rx) = bounded(QUEUE_DEPTH_MAX);
         let writer = Arc::new(Writer::new(
             shared.clone(),
             compactor.clone(),
             rx,
             log,
             rec.next_seq,
+            answer_tx,
         ));
         let timer = writer.clone();
-        let mut threads = vec![std::thread::Builder::new()
-            .name("hpkv-commit".into())
-            .spawn(move || timer.run_timer())?];
+        let mut threads = vec![
+            std::thread::Builder::new()
+                .name("hpkv-commit".into())
+                .spawn(move || timer.run_timer())?,
+            std::thread::Builder::new()
+                .name("hpkv-answer".into())
+                .spawn(move || writer::run_answers(&answer_rx))?,
+        ];
         if shared.config.background_compaction {
             let c = compactor.clone();
             threads.push(
@@ -282,11 +290,20 @@ impl Engine {
         self.shared.index.read().get(key).map(|f| f.value_len)
     }
 
-    /// Queues a write; `done` runs once it is acknowledged or refused, on the thread that
-    /// commits it: this one if no other is committing (then `submit` returns after the
-    /// commit), else the one that is (then `submit` returns at once). Blocks while the
-    /// queue is full (at most [`ANSWER_WAIT_MAX`], then `done` gets [`Error::TimedOut`]).
-    /// `done` must not wait for another write: it may run while the committer is held.
+    /// Holds the committer until the returned hold is dropped: writes submitted meanwhile
+    /// from other threads are queued, and committed as one batch when it is dropped. For
+    /// tests that need a given batch; the holding thread must not submit (it would wait on
+    /// itself through the queue's lock order).
+    #[cfg(feature = "testkit")]
+    pub fn hold_commits(&self) -> impl Drop + '_ {
+        self.writer.hold()
+    }
+
+    /// Queues a write; `done` runs once it is acknowledged or refused: on this thread if no
+    /// other is committing (then `submit` returns after the commit), else on the committing
+    /// thread or the answer thread (then `submit` returns at once). Blocks while the queue is
+    /// full (at most [`ANSWER_WAIT_MAX`], then `done` gets [`Error::TimedOut`]). `done` must
+    /// not wait for another write: the timer and shutdown run it under the committer's lock.
     pub fn submit(&self, op: WriteOp, done: Done) {
         if let Err(e) = op.validate() {
             return done(Err(e));

@@ -809,47 +809,35 @@ fn parallel(n: u64, f: impl Fn(u64) + Sync) {
 // Batches
 // ---------------------------------------------------------------------------------------
 
-/// Submits `ops` so that the committer takes them as one batch: a first request (a delete of
-/// a missing key, answered without I/O), submitted from another thread which so becomes the
-/// leader, holds the committer in its completion callback until all of them are queued (their
-/// submits find the committer busy and return at once). `before` runs while the committer is
-/// held. Returns the outcomes.
+/// Submits `ops` so that the committer takes them as one batch: the committer is held
+/// ([`Engine::hold_commits`]) while another thread queues them (its submits find the committer
+/// busy and return at once), then let go, which commits them together. `before` runs while the
+/// committer is held. Returns the outcomes.
 fn submit_as_one_batch(
     engine: &Engine,
     ops: Vec<WriteOp>,
     before: impl FnOnce(),
 ) -> Vec<Result<(), Error>> {
-    let (held_tx, held_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
     let results = Arc::new(Mutex::new(vec![None; ops.len()]));
     let (done_tx, done_rx) = mpsc::channel::<()>();
+    let hold = engine.hold_commits();
+    before();
+    // Submitted from another thread: the holder may not submit.
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            engine.submit(
-                WriteOp::Delete {
-                    key: b"\x00gate".to_vec().into(),
-                },
-                Box::new(move |r| {
-                    assert!(matches!(r, Err(Error::NotFound)), "{r:?}");
-                    held_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                }),
-            );
+            for (i, op) in ops.into_iter().enumerate() {
+                let (results, done_tx) = (results.clone(), done_tx.clone());
+                engine.submit(
+                    op,
+                    Box::new(move |r| {
+                        results.lock().unwrap()[i] = Some(r);
+                        done_tx.send(()).unwrap();
+                    }),
+                );
+            }
         });
-        held_rx.recv().unwrap();
-        before();
-        for (i, op) in ops.into_iter().enumerate() {
-            let (results, done_tx) = (results.clone(), done_tx.clone());
-            engine.submit(
-                op,
-                Box::new(move |r| {
-                    results.lock().unwrap()[i] = Some(r);
-                    done_tx.send(()).unwrap();
-                }),
-            );
-        }
-        release_tx.send(()).unwrap();
     });
+    drop(hold);
     let n = results.lock().unwrap().len();
     for _ in 0..n {
         done_rx.recv().unwrap();
