@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod cohort;
 mod compaction;
 mod config;
 pub mod device;
@@ -140,6 +141,10 @@ pub struct Stats {
     pub compaction_bytes_moved: u64,
     /// Bytes compaction gave back.
     pub compaction_bytes_reclaimed: u64,
+    /// Times a leader waited for more of the recent writers before committing a batch.
+    pub gathers: u64,
+    /// Microseconds leaders spent in those waits.
+    pub gather_us: u64,
     /// Milliseconds since the store was opened.
     pub uptime_ms: u64,
     /// Heap bytes of the index.
@@ -522,6 +527,8 @@ impl Engine {
             compactions: Counters::get(&c.compactions),
             compaction_bytes_moved: Counters::get(&c.compaction_bytes_moved),
             compaction_bytes_reclaimed: Counters::get(&c.compaction_bytes_reclaimed),
+            gathers: Counters::get(&c.gathers),
+            gather_us: Counters::get(&c.gather_us),
             uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             index_heap_bytes,
             read_only: s.disk.is_read_only(),

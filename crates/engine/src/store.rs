@@ -270,6 +270,8 @@ pub(crate) struct Counters {
     pub compactions: AtomicU64,
     pub compaction_bytes_moved: AtomicU64,
     pub compaction_bytes_reclaimed: AtomicU64,
+    pub gathers: AtomicU64,
+    pub gather_us: AtomicU64,
 }
 
 impl Counters {

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
+use crate::cohort::{Cohort, Estimate};
 use crate::compaction::Compactor;
 use crate::config::Durability;
 use crate::device::AlignedBuf;
@@ -318,6 +319,8 @@ pub(crate) struct Writer {
     /// Wakes the timer thread (a write-behind deadline was set, or it must stop).
     wake_rx: Receiver<()>,
     stopping: AtomicBool,
+    /// Where a leader waits for the rest of its batch's writers.
+    cohort: Cohort,
 }
 
 /// The committer: the user log and everything a batch needs.
@@ -351,6 +354,8 @@ pub(crate) struct Committer {
     /// Hands answers to the answer thread; taken by [`Writer::stop`] (then the leader
     /// answers everything itself).
     answer_tx: Option<Sender<Vec<Answer>>>,
+    /// What the last batch says of the next one's writers.
+    estimate: Estimate,
 }
 
 impl Writer {
@@ -373,6 +378,7 @@ impl Writer {
             rx,
             wake_rx,
             stopping: AtomicBool::new(false),
+            cohort: Cohort::default(),
         }
     }
 
@@ -383,12 +389,20 @@ impl Writer {
     ///
     /// Each batch's answers go to the answer thread when another batch waits (committed at
     /// once), else out from this thread after the lock is let go.
+    ///
+    /// Before each batch the leader may wait, a bounded time, for more of the writers seen
+    /// recently to queue (see `cohort.rs`).
     pub fn lead(&self) {
+        self.cohort.arrived(self.rx.len());
         while let Some(mut core) = self.core.try_lock() {
+            self.gather(&core);
             let mut answers = core.commit_next(&self.rx);
             while !answers.is_empty() && !self.rx.is_empty() {
                 match core.hand_over(answers) {
-                    Ok(()) => answers = core.commit_next(&self.rx),
+                    Ok(()) => {
+                        self.gather(&core);
+                        answers = core.commit_next(&self.rx);
+                    }
                     // No answer thread (stopping): answer here, then look again.
                     Err(back) => {
                         answers = back;
@@ -401,6 +415,19 @@ impl Writer {
             if self.rx.is_empty() {
                 return;
             }
+        }
+    }
+
+    /// Waits (bounded) for as many writes as the last batch's writers to be queued, when
+    /// some but fewer are.
+    fn gather(&self, core: &Committer) {
+        if let Some((target, wait)) = core.estimate.plan(self.rx.len(), BATCH_OPS_MAX) {
+            let waited = self.cohort.gather(target, wait, || self.rx.len());
+            Counters::add(&core.shared.counters.gathers, 1);
+            Counters::add(
+                &core.shared.counters.gather_us,
+                u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+            );
         }
     }
 
@@ -501,6 +528,7 @@ impl Committer {
             wake_tx,
             answers: Vec::new(),
             answer_tx: None,
+            estimate: Estimate::default(),
         }
     }
 
@@ -526,12 +554,18 @@ impl Committer {
             bytes += queued.bytes();
             batch.push(queued);
         }
+        let writes = batch.len();
+        let started = Instant::now();
         if self.closed {
             for queued in batch.drain(..) {
                 queued.refuse(Error::Closed);
             }
         } else if !batch.is_empty() {
             self.process(&mut batch);
+            self.estimate = Estimate {
+                writers: writes + rx.len(),
+                commit: started.elapsed(),
+            };
         }
         assert!(
             batch.is_empty(),

@@ -1,6 +1,6 @@
 //! Answers to writers go out after the committer's lock is let go: a slow answer (a CUSE
 //! reply that wakes its writer) never stops the next batch, and every answer handed to the
-//! answer thread is given before the engine closes.
+//! answer thread is given before the engine closes. A lone writer never waits for a cohort.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -120,4 +120,33 @@ fn every_write_is_answered_once_before_close_returns() {
             "{key} was acknowledged"
         );
     }
+}
+
+/// One writer at a time never waits for a cohort: its write is committed at once, even after
+/// a burst of concurrent writes made the leader expect many writers.
+#[test]
+fn a_lone_writer_never_waits_for_a_cohort() {
+    let dev = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
+    let engine = open(&dev);
+    for i in 0..300 {
+        engine.put(format!("k{i}").as_bytes(), b"v").unwrap();
+    }
+    assert_eq!(engine.stats().gathers, 0, "a lone writer waited");
+    let hold = engine.hold_commits();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..8 {
+                engine.submit(put(&format!("burst{i}"), "v"), Box::new(|r| r.unwrap()));
+            }
+        });
+    });
+    drop(hold);
+    // The burst was one batch of 8; the next lone writes wait at most once, boundedly, and
+    // then not at all.
+    let before = engine.stats().gathers;
+    for i in 0..50 {
+        engine.put(format!("after{i}").as_bytes(), b"v").unwrap();
+    }
+    let waits = engine.stats().gathers - before;
+    assert!(waits <= 1, "{waits} waits after one burst");
 }
