@@ -137,7 +137,11 @@ grep -a '^COUNTERS ' "$console" | tr -d '\r' | awk '
         p = c["after-8w", "puts"] - c["before-8w", "puts"]
         f = c["after-8w", "device_flushes"] - c["before-8w", "device_flushes"]
         w = c["after-8w", "device_writes"] - c["before-8w", "device_writes"]
-        if (f > 0) printf "8 writers alone (sync_8w_alone): %d puts, %d device writes, %d flushes: %.2f puts a flush\n\n", p, w, f, p / f
+        t = c["after-8w", "cpu_ticks"] - c["before-8w", "cpu_ticks"]
+        i = c["after-8w", "cpu_idle_ticks"] - c["before-8w", "cpu_idle_ticks"]
+        if (f > 0) printf "8 writers alone (sync_8w_alone): %d puts, %d device writes, %d flushes: %.2f puts a flush", p, w, f, p / f
+        if (f > 0 && t > 0) printf "; the vCPUs %.0f%% busy", 100 * (t - i) / t
+        if (f > 0) printf "\n\n"
     }'
 echo "Compaction in the stores the one-writer step overwrote (counters before and after it):"
 grep -a '^COMPACTION ' "$console" | sed 's/^COMPACTION /  /' || echo "  (not reported)"
