@@ -143,6 +143,17 @@ grep -a '^COUNTERS ' "$console" | tr -d '\r' | awk '
         if (f > 0 && t > 0) printf "; the vCPUs %.0f%% busy", 100 * (t - i) / t
         if (f > 0) printf "\n\n"
     }'
+# Per thread name (the workers summed), ticks of user and system time during the 8 writers alone.
+grep -a '^THREAD ' "$console" | tr -d '\r' | awk '
+    { split($4, u, "="); split($5, k, "="); sign = ($2 == "after-8w") ? 1 : -1
+      name = $3; sub(/-[0-9]+$/, "-N", name)
+      user[name] += sign * u[2]; sys[name] += sign * k[2] }
+    END {
+        if (length(user) == 0) exit
+        printf "hpkvd threads during the 8 writers alone, CPU ticks (user+system):"
+        for (t in user) printf " %s %d+%d", t, user[t], sys[t]
+        printf "\n\n"
+    }'
 echo "Compaction in the stores the one-writer step overwrote (counters before and after it):"
 grep -a '^COMPACTION ' "$console" | sed 's/^COMPACTION /  /' || echo "  (not reported)"
 echo
