@@ -210,15 +210,14 @@ impl Engine {
         let log = recovery::resume_log(&shared)?;
         let compactor = Arc::new(Compactor::new(shared.clone()));
         let (tx, rx) = bounded(QUEUE_DEPTH_MAX);
-        // Each batch handed over holds queued writes: the queue's bound bounds it too.
-        let (answer_tx, answer_rx) = bounded(QUEUE_DEPTH_MAX);
+        let answers_out = Arc::new(writer::AnswerQueue::default());
         let writer = Arc::new(Writer::new(
             shared.clone(),
             compactor.clone(),
             rx,
             log,
             rec.next_seq,
-            answer_tx,
+            answers_out.clone(),
         ));
         let timer = writer.clone();
         let mut threads = vec![
@@ -227,7 +226,7 @@ impl Engine {
                 .spawn(move || timer.run_timer())?,
             std::thread::Builder::new()
                 .name("hpkv-answer".into())
-                .spawn(move || writer::run_answers(&answer_rx))?,
+                .spawn(move || answers_out.run())?,
         ];
         if shared.config.background_compaction {
             let c = compactor.clone();
@@ -338,6 +337,15 @@ impl Engine {
         let tx = self.tx.lock().clone();
         let Some(tx) = tx else {
             return queued.refuse(Error::Closed);
+        };
+        // try_send first: send_timeout reads the clock for its deadline, which under
+        // emulation is a system call per write.
+        let queued = match tx.try_send(queued) {
+            Ok(()) => return self.writer.lead(),
+            Err(crossbeam_channel::TrySendError::Disconnected(queued)) => {
+                return queued.refuse(Error::Closed)
+            }
+            Err(crossbeam_channel::TrySendError::Full(queued)) => queued,
         };
         match tx.send_timeout(queued, ANSWER_WAIT_MAX) {
             Ok(()) => self.writer.lead(),

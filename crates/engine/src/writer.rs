@@ -150,11 +150,65 @@ pub(crate) fn deliver(answers: Vec<Answer>) {
     }
 }
 
-/// The answer thread: answers the batches a leader handed over (see the module's docs) until
-/// the committer lets go of the channel's sending end ([`Writer::stop`]).
-pub(crate) fn run_answers(rx: &Receiver<Vec<Answer>>) {
-    for answers in rx {
-        deliver(answers);
+/// Batches of answers waiting for the answer thread, at most; a leader that finds it full
+/// answers itself.
+const ANSWER_BATCHES_MAX: usize = 1024;
+
+/// The answer thread's queue. A mutex and a condition variable rather than a channel: the
+/// thread parks at once when the queue is empty, where a channel's receiver first spins and
+/// yields the CPU a few times (a system call each, expensive under emulation).
+#[derive(Default)]
+pub(crate) struct AnswerQueue {
+    state: parking_lot::Mutex<AnswerState>,
+    ready: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct AnswerState {
+    batches: std::collections::VecDeque<Vec<Answer>>,
+    closed: bool,
+}
+
+impl AnswerQueue {
+    /// Queues a batch's answers; back if the queue is closed or full.
+    fn push(&self, answers: Vec<Answer>) -> Result<(), Vec<Answer>> {
+        let mut state = self.state.lock();
+        if state.closed || state.batches.len() >= ANSWER_BATCHES_MAX {
+            return Err(answers);
+        }
+        state.batches.push_back(answers);
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Refuses later batches; the thread stops once it has given the queued ones.
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The answer thread: gives the queued batches' answers until the queue is closed and
+    /// empty ([`Writer::stop`]).
+    pub(crate) fn run(&self) {
+        loop {
+            let next = {
+                let mut state = self.state.lock();
+                loop {
+                    if let Some(answers) = state.batches.pop_front() {
+                        break Some(answers);
+                    }
+                    if state.closed {
+                        break None;
+                    }
+                    self.ready.wait(&mut state);
+                }
+            };
+            match next {
+                Some(answers) => deliver(answers),
+                None => return,
+            }
+        }
     }
 }
 
@@ -322,6 +376,8 @@ pub(crate) struct Writer {
     stopping: AtomicBool,
     /// Where a leader waits for the rest of its batch's writers.
     cohort: Cohort,
+    /// The store is in `Sync` mode (the timer has no write-behind deadline to keep).
+    sync_mode: bool,
 }
 
 /// The committer: the user log and everything a batch needs.
@@ -352,9 +408,9 @@ pub(crate) struct Committer {
     wake_tx: Sender<()>,
     /// The answers of the batch being committed, given once the lock is let go.
     answers: Vec<Answer>,
-    /// Hands answers to the answer thread; taken by [`Writer::stop`] (then the leader
-    /// answers everything itself).
-    answer_tx: Option<Sender<Vec<Answer>>>,
+    /// The answer thread's queue; taken by [`Writer::stop`] (then the leader answers
+    /// everything itself).
+    answers_out: Option<Arc<AnswerQueue>>,
     /// What the last batch says of the next one's writers.
     estimate: Estimate,
 }
@@ -369,17 +425,19 @@ impl Writer {
         rx: Receiver<Queued>,
         log: Option<SegmentWriter>,
         next_seq: u64,
-        answer_tx: Sender<Vec<Answer>>,
+        answers_out: Arc<AnswerQueue>,
     ) -> Writer {
         let (wake_tx, wake_rx) = bounded(1);
+        let sync_mode = shared.config.durability == Durability::Sync;
         let mut core = Committer::new(shared, compactor, log, next_seq, wake_tx);
-        core.answer_tx = Some(answer_tx);
+        core.answers_out = Some(answers_out);
         Writer {
             core: OrderedMutex::new(Level::Commit, core),
             rx,
             wake_rx,
             stopping: AtomicBool::new(false),
             cohort: Cohort::default(),
+            sync_mode,
         }
     }
 
@@ -453,18 +511,28 @@ impl Writer {
     /// the queue now and then (a safety net). Stops on [`Writer::stop`].
     pub fn run_timer(&self) {
         while !self.stopping.load(Ordering::SeqCst) {
-            let deadline = self.core.lock().flush_deadline();
+            // A sync store has no deadline: no need to wait for a busy leader to learn it.
+            let deadline = if self.sync_mode {
+                None
+            } else {
+                self.core.lock().flush_deadline()
+            };
             let wait = deadline.map_or(TIMER_IDLE, |d| {
                 d.saturating_duration_since(Instant::now()).min(TIMER_IDLE)
             });
             if let Err(RecvTimeoutError::Disconnected) = self.wake_rx.recv_timeout(wait) {
                 return;
             }
-            let mut core = self.core.lock();
-            if core.flush_deadline().is_some_and(|d| d <= Instant::now()) {
-                core.flush_write_behind();
+            {
+                let mut core = self.core.lock();
+                if core.flush_deadline().is_some_and(|d| d <= Instant::now()) {
+                    core.flush_write_behind();
+                }
             }
-            core.drain(&self.rx);
+            // The safety net commits what is queued as any writer would: only if nobody leads
+            // (under steady writes the queue is never empty, and a timer that drained it
+            // under the lock led for long stretches, answering every batch itself).
+            self.lead();
         }
     }
 
@@ -490,7 +558,9 @@ impl Writer {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let mut core = self.core.lock();
-        core.answer_tx = None;
+        if let Some(queue) = core.answers_out.take() {
+            queue.close();
+        }
         let _ = core.wake_tx.try_send(());
     }
 }
@@ -535,7 +605,7 @@ impl Committer {
             closed: false,
             wake_tx,
             answers: Vec::new(),
-            answer_tx: None,
+            answers_out: None,
             estimate: Estimate::default(),
         }
     }
@@ -563,7 +633,9 @@ impl Committer {
             batch.push(queued);
         }
         let writes = batch.len();
-        let started = Instant::now();
+        // Timed only when other writers are about: a clock read may be a system call (it is
+        // under emulation), and a lone writer's commit time is never used.
+        let started = (writes > 1 || !rx.is_empty()).then(Instant::now);
         if self.closed {
             for queued in batch.drain(..) {
                 queued.refuse(Error::Closed);
@@ -572,7 +644,7 @@ impl Committer {
             self.process(&mut batch);
             self.estimate = Estimate {
                 writers: writes + rx.len(),
-                commit: started.elapsed(),
+                commit: started.map_or(self.estimate.commit, |t| t.elapsed()),
             };
         }
         assert!(
@@ -594,11 +666,10 @@ impl Committer {
 
     /// Gives a batch's answers to the answer thread; back if there is none (stopping).
     fn hand_over(&mut self, answers: Vec<Answer>) -> Result<(), Vec<Answer>> {
-        let Some(tx) = self.answer_tx.as_ref() else {
-            return Err(answers);
-        };
-        tx.send(answers)
-            .map_err(crossbeam_channel::SendError::into_inner)
+        match self.answers_out.as_ref() {
+            Some(queue) => queue.push(answers),
+            None => Err(answers),
+        }
     }
 
     /// Sync mode writes the log directly (the flush follows at once); write-behind writes
