@@ -296,8 +296,8 @@ impl Engine {
 
     /// Holds the committer until the returned hold is dropped: writes submitted meanwhile
     /// from other threads are queued, and committed as one batch when it is dropped. For
-    /// tests that need a given batch; the holding thread must not submit (it would wait on
-    /// itself through the queue's lock order).
+    /// tests that need a given batch; the holding thread must not submit (that would take
+    /// the queue's lock inside the committer's, against the lock order).
     #[cfg(feature = "testkit")]
     pub fn hold_commits(&self) -> impl Drop + '_ {
         self.writer.hold()
@@ -307,7 +307,7 @@ impl Engine {
     /// other is committing (then `submit` returns after the commit), else on the committing
     /// thread or the answer thread (then `submit` returns at once). Blocks while the queue is
     /// full (at most [`ANSWER_WAIT_MAX`], then `done` gets [`Error::TimedOut`]). `done` must
-    /// not wait for another write: the timer and shutdown run it under the committer's lock.
+    /// not wait for another write: at shutdown it runs under the committer's lock.
     pub fn submit(&self, op: WriteOp, done: Done) {
         if let Err(e) = op.validate() {
             return done(Err(e));
