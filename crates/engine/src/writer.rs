@@ -611,7 +611,7 @@ impl Committer {
     }
 
     /// Commits what is queued, batch after batch, until the queue is empty, answering each
-    /// batch as it goes (the timer's and the shutdown's work, under the lock).
+    /// batch as it goes (the shutdown's work, under the lock).
     fn drain(&mut self, rx: &Receiver<Queued>) {
         loop {
             let answers = self.commit_next(rx);

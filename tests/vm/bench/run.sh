@@ -28,6 +28,8 @@ trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 . "$here/../common.sh"
+# shellcheck source-path=SCRIPTDIR source=payload.sh
+. "$here/payload.sh"
 
 rounds=10
 per=200
@@ -47,12 +49,9 @@ hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
 cd "$HPKV_REPO"
 out=$HPKV_REPO/target/vm
 payload=$out/bench-payload
-rm -rf "$payload"
-mkdir -p "$payload"
 
-hpkv_log "building hpkvd, hpkvctl and the 100,000-record store (release)"
-cargo build --release --quiet --bin hpkvd --bin hpkvctl
-cp target/release/hpkvd target/release/hpkvctl "$payload/"
+hpkv_log "building hpkvd, hpkvctl, the floor server, the timing client and the 100,000-record store (release)"
+bench_payload "$payload"
 suite=$(cargo test --release --no-run --quiet --test client_suite --message-format=json-render-diagnostics 2>/dev/null |
     python3 -c '
 import json, sys
@@ -67,11 +66,6 @@ for disk in scratch wb t1; do
     truncate -s 64M "$out/bench-$disk.img"
 done
 
-cflags=(-O2 -Wall -Wextra -Werror -I uapi)
-# shellcheck disable=SC2046  # pkg-config prints several words
-gcc "${cflags[@]}" $(pkg-config --cflags fuse3) -o "$payload/hpkv-floor" \
-    "$here/floor-server.c" $(pkg-config --libs fuse3) -lpthread
-gcc "${cflags[@]}" -o "$payload/hpkv-devbench" "$here/devbench.c" -lpthread
 install -m 0755 "$here/guest-main" "$payload/guest-main"
 
 outf=$out/bench-output.txt

@@ -16,6 +16,8 @@ trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 # shellcheck source-path=SCRIPTDIR source=../common.sh
 . "$here/../common.sh"
+# shellcheck source-path=SCRIPTDIR source=payload.sh
+. "$here/payload.sh"
 
 vm_opts=()
 case ${1:-} in
@@ -29,16 +31,8 @@ hpkv_install_packages "${HPKV_DEPS_PACKAGES[@]}"
 cd "$HPKV_REPO"
 out=$HPKV_REPO/target/vm
 payload=$out/syscalls-payload
-rm -rf "$payload"
-mkdir -p "$payload"
 hpkv_log "building hpkvd and hpkvctl (release), the no-op server and the timing client"
-cargo build --release --quiet --bin hpkvd --bin hpkvctl
-cp target/release/hpkvd target/release/hpkvctl "$payload/"
-cflags=(-O2 -Wall -Wextra -Werror -I uapi)
-# shellcheck disable=SC2046  # pkg-config prints several words
-gcc "${cflags[@]}" $(pkg-config --cflags fuse3) -o "$payload/hpkv-floor" \
-    "$here/floor-server.c" $(pkg-config --libs fuse3) -lpthread
-gcc "${cflags[@]}" -o "$payload/hpkv-devbench" "$here/devbench.c" -lpthread
+bench_payload "$payload"
 install -m 0755 "$here/syscalls-guest" "$payload/guest-main"
 
 console=$out/syscalls-console.log
