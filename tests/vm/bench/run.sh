@@ -102,7 +102,7 @@ function show(what, num, den, goal, le) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -123,6 +123,7 @@ END {
     show("(info) 8 writers / the floor server with 8 writers, per second", r("sync_8w"), r("floor_sync_8"), "–", 1)
     show("(info) the ceiling: no-op server, 8 writers / hpkvd, 1 writer, per second", r("noop_write_8"), r("sync_1w"), "–", 1)
     show("(info) hpkvd, 8 writers / no-op server, 8 writers, per second", r("sync_8w"), r("noop_write_8"), "–", 1)
+    show("(info) hpkvd without waiting for the device: write-behind, 8 writers / sync, 1 writer, per second", r("wb_8w"), r("sync_1w"), "–", 1)
 }' "$console"
 echo
 grep -a '^COUNTERS ' "$console" | tr -d '\r' | awk '
