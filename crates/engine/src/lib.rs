@@ -42,6 +42,7 @@ pub mod device;
 mod error;
 #[cfg(feature = "testkit")]
 pub mod faulty;
+mod flusher;
 pub mod format;
 mod index;
 mod le;
@@ -145,6 +146,8 @@ pub struct Stats {
     pub gathers: u64,
     /// Microseconds leaders spent in those waits.
     pub gather_us: u64,
+    /// Batches written while the device flushed an earlier one (pipelined group commit).
+    pub overlapped_writes: u64,
     /// Milliseconds since the store was opened.
     pub uptime_ms: u64,
     /// Heap bytes of the index.
@@ -537,6 +540,7 @@ impl Engine {
             compaction_bytes_reclaimed: Counters::get(&c.compaction_bytes_reclaimed),
             gathers: Counters::get(&c.gathers),
             gather_us: Counters::get(&c.gather_us),
+            overlapped_writes: Counters::get(&c.overlapped_writes),
             uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             index_heap_bytes,
             read_only: s.disk.is_read_only(),

@@ -272,6 +272,7 @@ pub(crate) struct Counters {
     pub compaction_bytes_reclaimed: AtomicU64,
     pub gathers: AtomicU64,
     pub gather_us: AtomicU64,
+    pub overlapped_writes: AtomicU64,
 }
 
 impl Counters {

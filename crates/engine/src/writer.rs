@@ -23,10 +23,16 @@
 //! idle while a batch's writers are answered (the writers answered first would otherwise come
 //! back, find the lock free and commit alone: batches of 1, 7, 1, 7 writers instead of 8).
 //!
+//! In `Sync` mode a batch of puts that fits the active segment is pipelined: the leader
+//! writes it, lets go of the lock, and waits for a flush that covers it (`flusher.rs`), while
+//! the next leader stages and writes the next batch; the batches in flight are published in
+//! order once a flush covers them. Anything else first waits for every batch in flight to be
+//! published (DESIGN.md, "Pipelined commit").
+//!
 //! Nothing is acknowledged before it is written (and, in `Sync` mode, flushed). A write or
 //! flush error fails the whole batch and turns the store read-only (see DESIGN.md).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +45,7 @@ use crate::compaction::Compactor;
 use crate::config::Durability;
 use crate::device::AlignedBuf;
 use crate::error::Error;
+use crate::flusher::Flusher;
 use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
 use crate::index::Loc;
 use crate::lock::{Level, OrderedMutex};
@@ -378,6 +385,23 @@ pub(crate) struct Writer {
     cohort: Cohort,
     /// The store is in `Sync` mode (the timer has no write-behind deadline to keep).
     sync_mode: bool,
+    /// The flushes of pipelined batches, run without the committer's lock.
+    flusher: Arc<Flusher>,
+}
+
+/// A batch written but not yet covered by a flush (pipelined, `Sync` mode): published, in
+/// order, once one is.
+struct InFlight {
+    ticket: u64,
+    staged: Vec<Staged>,
+}
+
+/// What a leader's turn with the committer left to do.
+struct Committed {
+    /// Answers ready to give (after the lock is let go).
+    answers: Vec<Answer>,
+    /// The batch just written waits for the flush that covers this ticket (pipelined).
+    ticket: Option<u64>,
 }
 
 /// The committer: the user log and everything a batch needs.
@@ -413,6 +437,14 @@ pub(crate) struct Committer {
     answers_out: Option<Arc<AnswerQueue>>,
     /// What the last batch says of the next one's writers.
     estimate: Estimate,
+    /// The flushes shared by pipelined batches.
+    flusher: Arc<Flusher>,
+    /// Pipelined batches written and not yet published, in ticket order.
+    in_flight: VecDeque<InFlight>,
+    /// The batch being committed may be pipelined (set by `commit_next`).
+    pipelining: bool,
+    /// The ticket of the batch just pipelined, for `commit_next` to return.
+    pending: Option<u64>,
 }
 
 impl Writer {
@@ -429,7 +461,8 @@ impl Writer {
     ) -> Writer {
         let (wake_tx, wake_rx) = bounded(1);
         let sync_mode = shared.config.durability == Durability::Sync;
-        let mut core = Committer::new(shared, compactor, log, next_seq, wake_tx);
+        let flusher = Arc::new(Flusher::new(shared.clone()));
+        let mut core = Committer::new(shared, compactor, log, next_seq, wake_tx, flusher.clone());
         core.answers_out = Some(answers_out);
         Writer {
             core: OrderedMutex::new(Level::Commit, core),
@@ -438,6 +471,7 @@ impl Writer {
             stopping: AtomicBool::new(false),
             cohort: Cohort::default(),
             sync_mode,
+            flusher,
         }
     }
 
@@ -454,27 +488,41 @@ impl Writer {
     pub fn lead(&self) {
         self.cohort.arrived(self.rx.len());
         while let Some(mut core) = self.core.try_lock() {
-            self.gather(&core);
-            let mut answers = core.commit_next(&self.rx);
-            while !answers.is_empty() && !self.rx.is_empty() {
-                match core.hand_over(answers) {
+            // A flush in flight is the gathering: writes queue meanwhile.
+            if core.in_flight.is_empty() {
+                self.gather(&core);
+            }
+            let mut step = core.commit_next(&self.rx, true);
+            while step.ticket.is_none() && !step.answers.is_empty() && !self.rx.is_empty() {
+                match core.hand_over(step.answers) {
                     Ok(()) => {
-                        self.gather(&core);
-                        answers = core.commit_next(&self.rx);
+                        if core.in_flight.is_empty() {
+                            self.gather(&core);
+                        }
+                        step = core.commit_next(&self.rx, true);
                     }
                     // No answer thread (stopping): answer here, then look again.
                     Err(back) => {
-                        answers = back;
+                        step.answers = back;
                         break;
                     }
                 }
             }
+            if let Some(ticket) = step.ticket {
+                // The batch is written: let the next leader stage and write the next one
+                // while the device flushes this one (its outcome is read under the lock).
+                drop(core);
+                let _ = self.flusher.flush_covering(ticket);
+                core = self.core.lock();
+                core.settle();
+                step.answers.append(&mut core.answers);
+            }
             // Each answer wakes its writer, which tends to take this thread's CPU at once:
             // two threads answering halves of a batch bring its writers back sooner.
-            let mine = if answers.len() >= ANSWER_SPLIT_MIN {
-                core.hand_over_half(answers)
+            let mine = if step.answers.len() >= ANSWER_SPLIT_MIN {
+                core.hand_over_half(step.answers)
             } else {
-                answers
+                step.answers
             };
             drop(core);
             deliver(mine);
@@ -587,6 +635,7 @@ impl Committer {
         log: Option<SegmentWriter>,
         next_seq: u64,
         wake_tx: Sender<()>,
+        flusher: Arc<Flusher>,
     ) -> Committer {
         assert!(next_seq >= 1, "sequence numbers start at 1");
         Committer {
@@ -607,24 +656,97 @@ impl Committer {
             answers: Vec::new(),
             answers_out: None,
             estimate: Estimate::default(),
+            flusher,
+            in_flight: VecDeque::new(),
+            pipelining: false,
+            pending: None,
         }
     }
 
     /// Commits what is queued, batch after batch, until the queue is empty, answering each
     /// batch as it goes (the shutdown's work, under the lock).
     fn drain(&mut self, rx: &Receiver<Queued>) {
+        self.settle_all();
         loop {
-            let answers = self.commit_next(rx);
-            if answers.is_empty() {
+            let step = self.commit_next(rx, false);
+            assert!(step.ticket.is_none(), "the drain pipelines nothing");
+            if step.answers.is_empty() {
                 return;
             }
-            deliver(answers);
+            deliver(step.answers);
         }
+    }
+
+    /// Publishes (or fails) the pipelined batches that a finished flush covers, in order.
+    fn settle(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        while let Some(front) = self.in_flight.front() {
+            let Some(outcome) = self.flusher.outcome(front.ticket) else {
+                break;
+            };
+            let mut batch = self.in_flight.pop_front().expect("looked at the front");
+            match outcome {
+                Ok(()) => self.publish(&mut batch.staged),
+                Err(err) => self.fail_batch(&mut batch.staged, &err),
+            }
+        }
+        if self.in_flight.is_empty() && self.flusher.all_flushed() {
+            // Every record written so far is covered: the next one may say so.
+            self.mark_flushed();
+            self.note_log_flushed();
+        }
+    }
+
+    /// Waits for a flush to cover every pipelined batch and publishes them: the committer
+    /// is then as after a batch committed without pipelining.
+    fn settle_all(&mut self) {
+        if let Some(last) = self.in_flight.back() {
+            let _ = self.flusher.flush_covering(last.ticket);
+        }
+        self.settle();
+        assert!(self.in_flight.is_empty(), "a flush covered every batch");
+    }
+
+    /// A batch may be pipelined (written now, flushed and published after the lock is let
+    /// go) when it is `Sync` mode's, holds only puts, and fits the active segment: no
+    /// operation reads the state that the batches in flight have not published yet, and
+    /// the log does not move to another segment (which flushes and marks headers).
+    fn may_pipeline(&self, batch: &[Queued]) -> bool {
+        let Some(w) = self.log.as_ref() else {
+            return false;
+        };
+        if self.shared.config.durability != Durability::Sync
+            || self.closed
+            || self.staging_error.is_some()
+            || !Purpose::Put.may_write_in(self.log_taken_for)
+        {
+            return false;
+        }
+        let mut bytes = 0usize;
+        for queued in batch {
+            match queued {
+                Queued::One(WriteOp::Put { key, value }, _) => {
+                    bytes += format::record_len(key.len(), value.len());
+                }
+                Queued::Puts(records, _) => {
+                    bytes += records
+                        .iter()
+                        .map(|(k, v)| format::record_len(k.len(), v.len()))
+                        .sum::<usize>();
+                }
+                Queued::One(..) => return false,
+            }
+        }
+        bytes <= w.room()
     }
 
     /// Commits one batch of what is queued and returns its answers (none when nothing was
     /// queued). Once closed, refuses the batch with [`Error::Closed`] instead.
-    fn commit_next(&mut self, rx: &Receiver<Queued>) -> Vec<Answer> {
+    /// With `may_pipeline`, a batch of puts is only written, and its ticket returned: the
+    /// caller lets go of the lock, waits for the flush and then calls [`Committer::settle`].
+    fn commit_next(&mut self, rx: &Receiver<Queued>, may_pipeline: bool) -> Committed {
         let mut batch: Vec<Queued> = Vec::new();
         let mut bytes = 0usize;
         while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
@@ -641,7 +763,12 @@ impl Committer {
                 queued.refuse(Error::Closed);
             }
         } else if !batch.is_empty() {
+            self.pipelining = may_pipeline && self.may_pipeline(&batch);
+            if !self.pipelining {
+                self.settle_all();
+            }
             self.process(&mut batch);
+            self.pipelining = false;
             self.estimate = Estimate {
                 writers: writes + rx.len(),
                 commit: started.map_or(self.estimate.commit, |t| t.elapsed()),
@@ -651,7 +778,10 @@ impl Committer {
             batch.is_empty(),
             "every queued write is staged, answered or refused"
         );
-        std::mem::take(&mut self.answers)
+        Committed {
+            answers: std::mem::take(&mut self.answers),
+            ticket: self.pending.take(),
+        }
     }
 
     /// Gives the second half of a batch's answers to the answer thread and returns the first
@@ -716,6 +846,7 @@ impl Committer {
 
     /// Writes out and flushes what is pending; the store is quiet afterwards.
     fn finish(&mut self) -> Result<(), Error> {
+        assert!(self.in_flight.is_empty(), "the drain settled every batch");
         let mode = self.write_mode();
         if let Some(w) = self.log.as_mut() {
             w.write_out_as(&self.shared, mode)?;
@@ -996,25 +1127,75 @@ impl Committer {
         if staged.is_empty() {
             return;
         }
+        let pipelined = self.pipelining
+            && !force_flush
+            && self.filled.is_empty()
+            && self.filled_marks.is_empty();
+        if pipelined {
+            match self.write_batch(staged) {
+                Ok(()) => {
+                    let (ticket, overlapped) = self.flusher.note_written();
+                    if overlapped {
+                        Counters::add(&self.shared.counters.overlapped_writes, 1);
+                    }
+                    self.in_flight.push_back(InFlight {
+                        ticket,
+                        staged: std::mem::take(staged),
+                    });
+                    assert!(self.pending.is_none(), "one pipelined batch per turn");
+                    self.pending = Some(ticket);
+                }
+                Err(err) => self.fail_batch(staged, &err),
+            }
+            return;
+        }
         match self.make_durable(staged, force_flush) {
             Ok(()) => self.publish(staged),
-            Err(err) => {
-                for s in staged.drain(..) {
-                    self.answers.push(match s {
-                        Staged::Record { done, .. } => (done, Err(err.clone())),
-                        Staged::Answer {
-                            result,
-                            done,
-                            is_sync,
-                        } => (done, if is_sync { Err(err.clone()) } else { result }),
-                    });
-                }
-            }
+            Err(err) => self.fail_batch(staged, &err),
+        }
+    }
+
+    /// The batch failed with `err`: every writer of it is told so (a SYNC too).
+    fn fail_batch(&mut self, staged: &mut Vec<Staged>, err: &Error) {
+        for s in staged.drain(..) {
+            self.answers.push(match s {
+                Staged::Record { done, .. } => (done, Err(err.clone())),
+                Staged::Answer {
+                    result,
+                    done,
+                    is_sync,
+                } => (done, if is_sync { Err(err.clone()) } else { result }),
+            });
         }
     }
 
     /// Writes the batch's records and flushes as the durability mode says.
     fn make_durable(&mut self, staged: &[Staged], force_flush: bool) -> Result<(), Error> {
+        self.write_batch(staged)?;
+        let flush = match self.shared.config.durability {
+            Durability::Sync => true,
+            Durability::WriteBehind {
+                max_delay,
+                max_writes,
+            } => {
+                force_flush
+                    || self.unflushed_writes >= max_writes
+                    || self
+                        .oldest_unflushed
+                        .is_some_and(|t| t.elapsed() >= max_delay)
+            }
+        };
+        if flush && (self.unflushed_writes > 0 || force_flush) {
+            self.mark_flushed();
+            self.shared.disk.flush()?;
+            self.note_log_flushed();
+        }
+        self.mark_filled_durable()
+    }
+
+    /// Writes the batch's records (directly, or into the kernel's cache in write-behind
+    /// mode), not yet flushed.
+    fn write_batch(&mut self, staged: &[Staged]) -> Result<(), Error> {
         let records = staged
             .iter()
             .filter(|s| matches!(s, Staged::Record { .. }))
@@ -1042,25 +1223,7 @@ impl Committer {
                 let _ = self.wake_tx.try_send(());
             }
         }
-        let flush = match self.shared.config.durability {
-            Durability::Sync => true,
-            Durability::WriteBehind {
-                max_delay,
-                max_writes,
-            } => {
-                force_flush
-                    || self.unflushed_writes >= max_writes
-                    || self
-                        .oldest_unflushed
-                        .is_some_and(|t| t.elapsed() >= max_delay)
-            }
-        };
-        if flush && (self.unflushed_writes > 0 || force_flush) {
-            self.mark_flushed();
-            self.shared.disk.flush()?;
-            self.note_log_flushed();
-        }
-        self.mark_filled_durable()
+        Ok(())
     }
 
     /// The segments the log left during the batch are on stable media in full (the flush
