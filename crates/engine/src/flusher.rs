@@ -26,9 +26,10 @@ struct Tickets {
     written: u64,
     /// Every ticket up to this one is covered by a flush that succeeded.
     flushed: u64,
-    /// Every ticket up to this one (and above `flushed`) is covered by a flush that failed.
-    failed: u64,
-    /// The error of the last failed flush.
+    /// The first failed flush's error. It fails every ticket not covered by then: a later
+    /// flush that succeeds proves nothing about the writes the failed one may have lost, and
+    /// a batch after them in the log could not be read back without them (the store is
+    /// read-only from the failure on, so no new batch is written).
     error: Option<Error>,
     /// A flush is under way.
     in_flight: bool,
@@ -39,13 +40,8 @@ impl Tickets {
     fn outcome(&self, ticket: u64) -> Option<Result<(), Error>> {
         if ticket <= self.flushed {
             Some(Ok(()))
-        } else if ticket <= self.failed {
-            Some(Err(self
-                .error
-                .clone()
-                .expect("a failed flush keeps its error")))
         } else {
-            None
+            self.error.clone().map(Err)
         }
     }
 }
@@ -110,8 +106,7 @@ impl Flusher {
             match result {
                 Ok(()) => t.flushed = t.flushed.max(covers),
                 Err(e) => {
-                    t.failed = t.failed.max(covers);
-                    t.error = Some(e);
+                    t.error.get_or_insert(e);
                 }
             }
             self.finished.notify_all();

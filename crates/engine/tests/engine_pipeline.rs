@@ -239,3 +239,48 @@ fn concurrent_puts_then_deletes_through_the_pipeline() {
     });
     engine.close().unwrap();
 }
+
+/// A flush fails while a second batch waits for the next one: both batches fail, even though
+/// the device's next flush would succeed (the first batch's writes may be lost, and the second
+/// batch lies after them in the log), and the store refuses later writes.
+#[test]
+fn a_failed_flush_fails_every_batch_in_flight() {
+    let faulty = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
+    let gated = Arc::new(GatedDevice::new(faulty.clone()));
+    let dev: Arc<dyn BlockDevice> = gated.clone();
+    let config = Config {
+        background_compaction: false,
+        ..Config::default()
+    };
+    let engine = Arc::new(Engine::open(dev, config).unwrap());
+    submit(&engine, put("first", "0"))
+        .recv_timeout(WAIT)
+        .unwrap()
+        .unwrap();
+    gated.close_gate();
+    let a = submit(&engine, put("a", "1"));
+    wait_until("A's flush waits at the gate", || {
+        gated.waiting.load(Ordering::SeqCst) == 1
+    });
+    let writes_before_b = gated.writes.load(Ordering::SeqCst);
+    let b = submit(&engine, put("b", "2"));
+    wait_until("B's batch is written during A's flush", || {
+        gated.writes.load(Ordering::SeqCst) > writes_before_b
+    });
+    // The next device operation, A's flush, fails; the one after it would not.
+    faulty.fail_op(0);
+    gated.open_gate();
+    let a = a.recv_timeout(WAIT).unwrap();
+    let b = b.recv_timeout(WAIT).unwrap();
+    assert!(matches!(a, Err(Error::Io(_))), "A: {a:?}");
+    assert!(matches!(b, Err(Error::Io(_))), "B: {b:?}");
+    assert_eq!(engine.get(b"a").unwrap(), None);
+    assert_eq!(engine.get(b"b").unwrap(), None);
+    let later = submit(&engine, put("c", "3")).recv_timeout(WAIT).unwrap();
+    assert!(later.is_err(), "a write after the failure: {later:?}");
+    assert_eq!(
+        engine.get(b"first").unwrap().as_deref(),
+        Some(&b"0"[..]),
+        "what was acknowledged before stays readable"
+    );
+}
