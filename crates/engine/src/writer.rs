@@ -488,17 +488,12 @@ impl Writer {
     pub fn lead(&self) {
         self.cohort.arrived(self.rx.len());
         while let Some(mut core) = self.core.try_lock() {
-            // A flush in flight is the gathering: writes queue meanwhile.
-            if core.in_flight.is_empty() {
-                self.gather(&core);
-            }
+            self.gather(&core);
             let mut step = core.commit_next(&self.rx, true);
             while step.ticket.is_none() && !step.answers.is_empty() && !self.rx.is_empty() {
                 match core.hand_over(step.answers) {
                     Ok(()) => {
-                        if core.in_flight.is_empty() {
-                            self.gather(&core);
-                        }
+                        self.gather(&core);
                         step = core.commit_next(&self.rx, true);
                     }
                     // No answer thread (stopping): answer here, then look again.
@@ -533,8 +528,12 @@ impl Writer {
     }
 
     /// Waits (bounded) for as many writes as the last batch's writers to be queued, when
-    /// some but fewer are.
+    /// some but fewer are. Not while a pipelined batch waits for its flush: writes queued
+    /// during that flush are the next batch.
     fn gather(&self, core: &Committer) {
+        if !core.in_flight.is_empty() {
+            return;
+        }
         if let Some((target, wait)) = core.estimate.plan(self.rx.len(), BATCH_OPS_MAX) {
             let waited = self.cohort.gather(target, wait, || self.rx.len());
             Counters::add(&core.shared.counters.gathers, 1);

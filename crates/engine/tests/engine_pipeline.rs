@@ -107,12 +107,20 @@ fn submit(engine: &Arc<Engine>, op: WriteOp) -> mpsc::Receiver<Result<(), Error>
     rx
 }
 
-/// Writer A's batch is written and its flush held at the gate; writer B's batch is then
-/// written during that flush (with a committer that flushed under its lock, B's write could
-/// not happen before the gate opened). Neither is answered or visible until a flush that
-/// began after its write finishes; a power loss meanwhile keeps neither acknowledged.
-#[test]
-fn the_next_batch_is_written_while_the_device_flushes() {
+/// Two batches in flight: after a first write (which opens the log's segment, written and
+/// flushed under the lock), writer A's batch is written and its flush held at the gate, and
+/// writer B's batch is written during that flush.
+struct InFlight {
+    faulty: Arc<FaultyDevice>,
+    gated: Arc<GatedDevice>,
+    engine: Arc<Engine>,
+    a: mpsc::Receiver<Result<(), Error>>,
+    b: mpsc::Receiver<Result<(), Error>>,
+    /// `Stats::overlapped_writes` before A and B.
+    overlapped_before: u64,
+}
+
+fn two_batches_in_flight() -> InFlight {
     let faulty = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
     let gated = Arc::new(GatedDevice::new(faulty.clone()));
     let dev: Arc<dyn BlockDevice> = gated.clone();
@@ -121,13 +129,11 @@ fn the_next_batch_is_written_while_the_device_flushes() {
         ..Config::default()
     };
     let engine = Arc::new(Engine::open(dev, config).unwrap());
-    // The first write opens the log's segment (written and flushed under the lock).
     submit(&engine, put("first", "0"))
         .recv_timeout(WAIT)
         .unwrap()
         .unwrap();
     let overlapped_before = engine.stats().overlapped_writes;
-
     gated.close_gate();
     let a = submit(&engine, put("a", "1"));
     wait_until("A's flush waits at the gate", || {
@@ -138,6 +144,30 @@ fn the_next_batch_is_written_while_the_device_flushes() {
     wait_until("B's batch is written during A's flush", || {
         gated.writes.load(Ordering::SeqCst) > writes_before_b
     });
+    InFlight {
+        faulty,
+        gated,
+        engine,
+        a,
+        b,
+        overlapped_before,
+    }
+}
+
+/// Writer A's batch is written and its flush held at the gate; writer B's batch is then
+/// written during that flush (with a committer that flushed under its lock, B's write could
+/// not happen before the gate opened). Neither is answered or visible until a flush that
+/// began after its write finishes; a power loss meanwhile keeps neither acknowledged.
+#[test]
+fn the_next_batch_is_written_while_the_device_flushes() {
+    let InFlight {
+        faulty,
+        gated,
+        engine,
+        a,
+        b,
+        overlapped_before,
+    } = two_batches_in_flight();
     assert!(gated.write_during_flush.load(Ordering::SeqCst));
     // Give a wrong answer time to show.
     std::thread::sleep(Duration::from_millis(50));
@@ -245,28 +275,14 @@ fn concurrent_puts_then_deletes_through_the_pipeline() {
 /// batch lies after them in the log), and the store refuses later writes.
 #[test]
 fn a_failed_flush_fails_every_batch_in_flight() {
-    let faulty = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
-    let gated = Arc::new(GatedDevice::new(faulty.clone()));
-    let dev: Arc<dyn BlockDevice> = gated.clone();
-    let config = Config {
-        background_compaction: false,
-        ..Config::default()
-    };
-    let engine = Arc::new(Engine::open(dev, config).unwrap());
-    submit(&engine, put("first", "0"))
-        .recv_timeout(WAIT)
-        .unwrap()
-        .unwrap();
-    gated.close_gate();
-    let a = submit(&engine, put("a", "1"));
-    wait_until("A's flush waits at the gate", || {
-        gated.waiting.load(Ordering::SeqCst) == 1
-    });
-    let writes_before_b = gated.writes.load(Ordering::SeqCst);
-    let b = submit(&engine, put("b", "2"));
-    wait_until("B's batch is written during A's flush", || {
-        gated.writes.load(Ordering::SeqCst) > writes_before_b
-    });
+    let InFlight {
+        faulty,
+        gated,
+        engine,
+        a,
+        b,
+        ..
+    } = two_batches_in_flight();
     // The next device operation, A's flush, fails; the one after it would not.
     faulty.fail_op(0);
     gated.open_gate();
