@@ -1,6 +1,7 @@
 //! Answers to writers go out after the committer's lock is let go: a slow answer (a CUSE
 //! reply that wakes its writer) never stops the next batch, and every answer handed to the
-//! answer thread is given before the engine closes. A lone writer never waits for a cohort.
+//! answer thread is given before the engine closes. A lone writer never waits for a cohort,
+//! and nobody does in write-behind mode.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -8,15 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hpkv_engine::faulty::FaultyDevice;
-use hpkv_engine::{BlockDevice, Config, Engine, WriteOp};
+use hpkv_engine::{BlockDevice, Config, Durability, Engine, WriteOp};
 
 const BLOCK: u32 = 4096;
 /// How long a test waits for an answer that must come (a hang fails, it does not block).
 const ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 fn open(dev: &Arc<FaultyDevice>) -> Engine {
+    open_with(dev, Durability::Sync)
+}
+
+fn open_with(dev: &Arc<FaultyDevice>, durability: Durability) -> Engine {
     let config = Config {
         background_compaction: false,
+        durability,
         ..Config::default()
     };
     let as_dev: Arc<dyn BlockDevice> = dev.clone();
@@ -149,4 +155,31 @@ fn a_lone_writer_never_waits_for_a_cohort() {
     }
     let waits = engine.stats().gathers - before;
     assert!(waits <= 1, "{waits} waits after one burst");
+}
+
+/// The cohort waits of one lone write right after a burst of 8 concurrent writes (which
+/// makes a `sync` leader expect 8 writers).
+fn waits_after_a_burst(durability: Durability) -> u64 {
+    let dev = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
+    let engine = open_with(&dev, durability);
+    let hold = engine.hold_commits();
+    for i in 0..8 {
+        engine.submit(put(&format!("burst{i}"), "v"), Box::new(|r| r.unwrap()));
+    }
+    drop(hold);
+    let before = engine.stats().gathers;
+    engine.put(b"alone", b"v").unwrap();
+    engine.stats().gathers - before
+}
+
+/// A `sync` leader waits for the cohort it expects; a write-behind one never does (its batch
+/// costs no flush, so a smaller one costs less than the wait).
+#[test]
+fn only_sync_mode_gathers_a_cohort() {
+    assert_eq!(waits_after_a_burst(Durability::Sync), 1);
+    let write_behind = Durability::WriteBehind {
+        max_delay: Duration::from_millis(100),
+        max_writes: 64,
+    };
+    assert_eq!(waits_after_a_burst(write_behind), 0);
 }
