@@ -8,6 +8,8 @@
 # measured with R rounds (default 10) of N operations (default 200), interleaved round by round
 # with the figures it is compared to (the host's speed drifts; interleaving hits all alike):
 #   raw_flush      4 KiB O_DIRECT write + fdatasync on a raw virtio disk
+#   raw_flush_8    the same from 8 threads at once: the block layer's own group commit (it merges
+#                  concurrent flushes), with no CUSE round trip and no daemon
 #   noop_write     write() to a CUSE server that answers at once (noop_get: its GET; _t1: one thread)
 #   floor_sync     the same server doing one 4 KiB O_DIRECT write + fdatasync per write
 #   sync_100       hpkvd --durability sync, one writer, overwrites in a 100-record store
@@ -102,7 +104,7 @@ function show(what, num, den, goal, le) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 raw_flush_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -121,6 +123,8 @@ END {
     show("(info) GET / no-op GET, one thread", p("hpkv_get"), p("noop_get_t1"), "–", 1)
     show("(info) no-op write, one thread / pool", p("noop_write_t1"), p("noop_write"), "–", 1)
     show("(info) 8 writers / the floor server with 8 writers, per second", r("sync_8w"), r("floor_sync_8"), "–", 1)
+    show("(info) 8 writers / the raw device written and flushed by 8 threads, per second", r("sync_8w"), r("raw_flush_8"), "–", 1)
+    show("(info) the raw device: 8 threads / 1 thread writing and flushing, per second", r("raw_flush_8"), r("raw_flush"), "–", 1)
     show("(info) the ceiling: no-op server, 8 writers / hpkvd, 1 writer, per second", r("noop_write_8"), r("sync_1w"), "–", 1)
     show("(info) hpkvd, 8 writers / no-op server, 8 writers, per second", r("sync_8w"), r("noop_write_8"), "–", 1)
     show("(info) hpkvd without waiting for the device: write-behind, 8 writers / sync, 1 writer, per second", r("wb_8w"), r("sync_1w"), "–", 1)
