@@ -77,7 +77,7 @@ pub use writer::{
 
 use compaction::Compactor;
 use index::Found;
-use lock::{Level, OrderedMutex};
+use lock::{Level, OrderedMutex, OrderedRwLock};
 use num::u64_of;
 use store::{Counters, Shared};
 use writer::{Queued, Writer};
@@ -171,8 +171,10 @@ pub struct Engine {
     shared: Arc<Shared>,
     compactor: Arc<Compactor>,
     writer: Arc<Writer>,
-    /// The committer's queue; `None` once closed (lock level [`Level::Handle`]).
-    tx: OrderedMutex<Option<Sender<Queued>>>,
+    /// The committer's queue; `None` once closed (lock level [`Level::Handle`]). A
+    /// read-write lock: every write takes it to clone the sender, and concurrent writers
+    /// must not contend for that (a contended mutex spins and yields the CPU first).
+    tx: OrderedRwLock<Option<Sender<Queued>>>,
     threads: OrderedMutex<Vec<JoinHandle<()>>>,
 }
 
@@ -252,7 +254,7 @@ impl Engine {
             shared,
             compactor,
             writer,
-            tx: OrderedMutex::new(Level::Handle, Some(tx)),
+            tx: OrderedRwLock::new(Level::Handle, Some(tx)),
             threads: OrderedMutex::new(Level::Handle, threads),
         })
     }
@@ -337,7 +339,7 @@ impl Engine {
     /// Hands a write to the committer, leading it if no other thread does.
     fn enqueue(&self, queued: Queued) {
         // Clone the sender so that a full queue blocks only this submitter.
-        let tx = self.tx.lock().clone();
+        let tx = self.tx.read().clone();
         let Some(tx) = tx else {
             return queued.refuse(Error::Closed);
         };
@@ -621,7 +623,7 @@ impl Engine {
     /// The final flush's or the snapshot's failure; [`Error::TimedOut`] when the committer
     /// does not finish within [`ANSWER_WAIT_MAX`] (then nothing else is done).
     pub fn close(&self) -> Result<(), Error> {
-        let Some(tx) = self.tx.lock().take() else {
+        let Some(tx) = self.tx.write().take() else {
             return Ok(());
         };
         drop(tx);

@@ -573,7 +573,9 @@ impl Writer {
             if let Err(RecvTimeoutError::Disconnected) = self.wake_rx.recv_timeout(wait) {
                 return;
             }
-            {
+            // A sync store has no deadline to keep: no need to wait for the lock either (a
+            // contended lock spins and yields the CPU before it sleeps).
+            if !self.sync_mode {
                 let mut core = self.core.lock();
                 if core.flush_deadline().is_some_and(|d| d <= Instant::now()) {
                     core.flush_write_behind();
