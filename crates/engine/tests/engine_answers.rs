@@ -138,15 +138,7 @@ fn a_lone_writer_never_waits_for_a_cohort() {
         engine.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
     assert_eq!(engine.stats().gathers, 0, "a lone writer waited");
-    let hold = engine.hold_commits();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for i in 0..8 {
-                engine.submit(put(&format!("burst{i}"), "v"), Box::new(|r| r.unwrap()));
-            }
-        });
-    });
-    drop(hold);
+    burst_of_8(&engine);
     // The burst was one batch of 8; the next lone writes wait at most once, boundedly, and
     // then not at all.
     let before = engine.stats().gathers;
@@ -157,16 +149,27 @@ fn a_lone_writer_never_waits_for_a_cohort() {
     assert!(waits <= 1, "{waits} waits after one burst");
 }
 
+/// 8 writes committed as one batch: queued by another thread while this one holds the
+/// committer (the holder may not submit: the lock order, `Engine::hold_commits`). Leaves a
+/// `sync` leader expecting 8 writers.
+fn burst_of_8(engine: &Engine) {
+    let hold = engine.hold_commits();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..8 {
+                engine.submit(put(&format!("burst{i}"), "v"), Box::new(|r| r.unwrap()));
+            }
+        });
+    });
+    drop(hold);
+}
+
 /// The cohort waits of one lone write right after a burst of 8 concurrent writes (which
 /// makes a `sync` leader expect 8 writers).
 fn waits_after_a_burst(durability: Durability) -> u64 {
     let dev = Arc::new(FaultyDevice::new(16 << 20, BLOCK));
     let engine = open_with(&dev, durability);
-    let hold = engine.hold_commits();
-    for i in 0..8 {
-        engine.submit(put(&format!("burst{i}"), "v"), Box::new(|r| r.unwrap()));
-    }
-    drop(hold);
+    burst_of_8(&engine);
     let before = engine.stats().gathers;
     engine.put(b"alone", b"v").unwrap();
     engine.stats().gathers - before
