@@ -189,28 +189,19 @@ static int round_get(struct spec *s)
 
 static int round_raw(struct spec *s)
 {
-	static void *buf;
+	struct writer w = { .s = s, .from = s->done, .to = s->done + s->ops };
 	int fd = open(s->dev, O_RDWR | O_DIRECT);
 
-	if (!buf && (buf = aligned_alloc(4096, 4096)))
-		memset(buf, 0x33, 4096);
-	if (!buf || fd < 0) {
+	if (fd < 0) {
 		perror(s->dev);
 		return 1;
 	}
 	double t0 = now_us();
-	for (long i = s->done; i < s->done + s->ops; i++) {
-		double t = now_us();
-		if (pwrite(fd, buf, 4096, (off_t)(i % 4096) * 4096) != 4096 || fdatasync(fd) != 0) {
-			perror("raw write");
-			close(fd);
-			return 1;
-		}
-		s->lat[i] = now_us() - t;
-	}
+	int failed = raw_ops(&w, fd);
+
 	s->busy_us += now_us() - t0;
 	close(fd);
-	return 0;
+	return failed;
 }
 
 static void report(struct spec *s)
