@@ -14,6 +14,8 @@
 #   floor_sync     the same server doing one 4 KiB O_DIRECT write + fdatasync per write
 #   sync_100       hpkvd --durability sync, one writer, overwrites in a 100-record store
 #   sync_100k      the same in a 100,000-record store
+#   sync_new       hpkvd, sync, one writer, new keys in a store of 100 records that grows (the
+#                  module's method writes new keys); _bare: without the shared view and value cache
 #   sync_100_t1    the same as sync_100 with hpkvd --threads 1
 #   wb_100         hpkvd --durability write-behind, 100 records
 #   *_1cpu         noop_write and wb_100 again, the client and every server thread on vCPU 0 (a
@@ -63,7 +65,7 @@ for line in sys.stdin:
         print(m["executable"])
 ')
 "$suite" prepare-image "$out/bench-100k.img" 100000
-for disk in scratch wb t1; do
+for disk in scratch wb t1 new bare; do
     rm -f "$out/bench-$disk.img"
     truncate -s 64M "$out/bench-$disk.img"
 done
@@ -81,6 +83,8 @@ rc=0
     --qemu-arg -drive --qemu-arg "file=$out/bench-scratch.img,format=raw,if=virtio" \
     --qemu-arg -drive --qemu-arg "file=$out/bench-wb.img,format=raw,if=virtio" \
     --qemu-arg -drive --qemu-arg "file=$out/bench-t1.img,format=raw,if=virtio" \
+    --qemu-arg -drive --qemu-arg "file=$out/bench-new.img,format=raw,if=virtio" \
+    --qemu-arg -drive --qemu-arg "file=$out/bench-bare.img,format=raw,if=virtio" \
     --append-cmdline "HPKV_BENCH_ROUNDS=$rounds HPKV_BENCH_PER_ROUND=$per" \
     --timeout 1500 "${vm_opts[@]+"${vm_opts[@]}"}" | tee "$outf" || rc=$?
 
@@ -104,7 +108,7 @@ function show(what, num, den, goal, le) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 raw_flush_8 floor_sync floor_sync_8 sync_100 sync_100k hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 raw_flush_8 floor_sync floor_sync_8 sync_100 sync_100k sync_new sync_new_bare hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -112,12 +116,14 @@ END {
     show("sync write, 100 records / floor (no-op + 4 KiB write + fdatasync)", p("sync_100"), p("floor_sync"), "1.10", 1)
     show("sync write, 100,000 records / floor", p("sync_100k"), p("floor_sync"), "1.10", 1)
     show("sync write, 100,000 / 100 records", p("sync_100k"), p("sync_100"), "1.10", 1)
+    show("sync write, new keys (a store growing from 100 records) / floor", p("sync_new"), p("floor_sync"), "1.10", 1)
     show("8 writers / 1 writer, durable writes per second", r("sync_8w"), r("sync_1w"), "5", 0)
     show("write-behind write / no-op write", p("wb_100"), p("noop_write"), "1.5", 1)
     show("--threads 1 / default threads, sync write", p("sync_100_t1"), p("sync_100"), "1.0", 1)
     show("hpkvctl load / one durable put per record, records per second", r("load"), r("sync_1w"), "10", 0)
     show("(info) write-behind write / no-op write, client and servers on one vCPU", p("wb_100_1cpu"), p("noop_write_1cpu"), "–", 1)
     show("(info) no-op write, both vCPUs / one vCPU", p("noop_write"), p("noop_write_1cpu"), "–", 1)
+    show("(info) sync write, new keys, without the shared view and the value cache / floor", p("sync_new_bare"), p("floor_sync"), "–", 1)
     show("(info) floor / raw device write + flush", p("floor_sync"), p("raw_flush"), "–", 1)
     show("(info) GET / no-op GET", p("hpkv_get"), p("noop_get"), "–", 1)
     show("(info) GET / no-op GET, one thread", p("hpkv_get"), p("noop_get_t1"), "–", 1)
