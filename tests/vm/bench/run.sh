@@ -65,9 +65,13 @@ for line in sys.stdin:
         print(m["executable"])
 ')
 "$suite" prepare-image "$out/bench-100k.img" 100000
+# The guest's disks after /dev/vda, in order (guest-main names them): the 100,000-record store,
+# then the empty ones made here.
+drives=(--qemu-arg -drive --qemu-arg "file=$out/bench-100k.img,format=raw,if=virtio")
 for disk in scratch wb t1 new bare; do
     rm -f "$out/bench-$disk.img"
     truncate -s 64M "$out/bench-$disk.img"
+    drives+=(--qemu-arg -drive --qemu-arg "file=$out/bench-$disk.img,format=raw,if=virtio")
 done
 
 install -m 0755 "$here/guest-main" "$payload/guest-main"
@@ -79,12 +83,7 @@ rc=0
 "$HPKV_VM_DIR/run-vm.sh" --payload "$payload" --name bench --log "$console" \
     --disk "$out/bench-disk.img" --fresh-disk \
     --disk-size 256M \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-100k.img,format=raw,if=virtio" \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-scratch.img,format=raw,if=virtio" \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-wb.img,format=raw,if=virtio" \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-t1.img,format=raw,if=virtio" \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-new.img,format=raw,if=virtio" \
-    --qemu-arg -drive --qemu-arg "file=$out/bench-bare.img,format=raw,if=virtio" \
+    "${drives[@]}" \
     --append-cmdline "HPKV_BENCH_ROUNDS=$rounds HPKV_BENCH_PER_ROUND=$per" \
     --timeout 1500 "${vm_opts[@]+"${vm_opts[@]}"}" | tee "$outf" || rc=$?
 
