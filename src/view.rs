@@ -431,6 +431,7 @@ impl SharedView {
         let replaced = self
             .create_filled(&next, |f| batch.for_each_key(f))
             .and_then(|mut w| {
+                fill_batch_values(&mut w, batch);
                 w.set_device(next.device);
                 self.publish_writer(&mut w)?;
                 Ok(w)
@@ -478,6 +479,20 @@ impl Observer for SharedView {
         }
         if state.writer.as_ref().is_some_and(|w| !w.is_complete()) {
             self.grow(&mut state, batch);
+        }
+    }
+}
+
+/// Gives a view just filled from the index the values of the batch that made it grow: the
+/// fill takes values from the engine's cache, which may not hold them (it learns a batch
+/// after its observer, or is off, or refuses a value too large for it). A change that a
+/// later one of the batch superseded no longer matches the view's version and is skipped.
+fn fill_batch_values(w: &mut ViewWriter, batch: &Applied<'_>) {
+    for change in batch.changes {
+        if let Change::Put { key, seq, value } = *change {
+            if let Err(e) = w.fill(key, seq, value) {
+                log::debug!("the grown view took no value for a key of the batch: {e}");
+            }
         }
     }
 }

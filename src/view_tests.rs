@@ -29,11 +29,21 @@ fn settings(dir: &Path, keys_min: u64, keys_max: u64) -> Settings {
 
 /// A "daemon": an engine on `dir/store.img` whose observer is a published view.
 fn daemon(dir: &Path, keys_min: u64, keys_max: u64) -> (Arc<Engine>, Arc<SharedView>) {
+    daemon_with_cache(dir, keys_min, keys_max, 1 << 20)
+}
+
+/// [`daemon`] with a value cache of `cache_bytes` (0: none).
+fn daemon_with_cache(
+    dir: &Path,
+    keys_min: u64,
+    keys_max: u64,
+    cache_bytes: u64,
+) -> (Arc<Engine>, Arc<SharedView>) {
     let image = dir.join("store.img");
     hpkv_engine::device::create_image_if_missing(&image, 32 << 20).unwrap();
     let view = Arc::new(SharedView::new(settings(dir, keys_min, keys_max)).unwrap());
     let config = Config {
-        cache_bytes: 1 << 20,
+        cache_bytes,
         observer: Some(ObserverSink(view.clone())),
         ..Config::default()
     };
@@ -51,6 +61,33 @@ fn get(reader: &ViewReader, key: &[u8]) -> (Lookup, Vec<u8>) {
     let mut value = Vec::new();
     let found = reader.get(key, &mut value);
     (found, value)
+}
+
+/// The view grows while keys are written: the write that makes it grow finds its value in
+/// the new view too, though the view is filled from the index and a cache that does not hold
+/// it (here there is none).
+#[test]
+fn the_write_that_grows_the_view_is_in_the_grown_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, view) = daemon_with_cache(dir.path(), 64, 1 << 20, 0);
+    let mut reader = ViewReader::open(view_path(dir.path())).unwrap();
+    let mut grown = 0;
+    for i in 0..200 {
+        let key = format!("g-{i}");
+        engine.put(key.as_bytes(), b"value").unwrap();
+        let mut got = Vec::new();
+        let mut found = reader.get(key.as_bytes(), &mut got);
+        if found == Lookup::Unknown(Unknown::Dead) {
+            grown += 1;
+            reader = ViewReader::open(view_path(dir.path())).unwrap();
+            found = reader.get(key.as_bytes(), &mut got);
+        }
+        assert!(matches!(found, Lookup::Hit { .. }), "{key}: {found:?}");
+        assert_eq!(got, b"value");
+    }
+    assert!(grown >= 2, "the view grew {grown} times");
+    engine.close().unwrap();
+    view.shutdown();
 }
 
 /// What the device layer does for a GET: read through the engine, offer the value.
@@ -298,16 +335,18 @@ fn a_second_daemon_under_the_same_name_is_refused_before_it_touches_the_view() {
 
 /// A profiling harness, not a check: `HPKV_WRITE_COST_N` sync overwrites of a 100-record
 /// store through what the device layer does for a `write()` (parse, queue, commit, view),
-/// on an image file, with the view on (hpkvd's default). Run under callgrind to count the
-/// instructions per write; `HPKV_WRITE_COST_VIEW=off` leaves the view out.
+/// on an image file, with the view on and sized as hpkvd sizes it. Run under callgrind to count the
+/// instructions per write; `HPKV_WRITE_COST_VIEW=off` leaves the view out, and
+/// `HPKV_WRITE_COST_KEYS=new` writes a new key each time instead (the module's method).
 #[test]
 #[ignore = "a profiling harness, run by hand"]
 fn write_cost_harness() {
     let n: usize = std::env::var("HPKV_WRITE_COST_N").map_or(1000, |v| v.parse().unwrap());
     let view_on = std::env::var("HPKV_WRITE_COST_VIEW").as_deref() != Ok("off");
+    let new_keys = std::env::var("HPKV_WRITE_COST_KEYS").as_deref() == Ok("new");
     let dir = tempfile::tempdir().unwrap();
     let engine = if view_on {
-        daemon(dir.path(), 64, 1 << 20).0
+        daemon(dir.path(), super::VIEW_KEYS_MIN, 1 << 20).0
     } else {
         let image = dir.path().join("store.img");
         hpkv_engine::device::create_image_if_missing(&image, 32 << 20).unwrap();
@@ -318,12 +357,8 @@ fn write_cost_harness() {
     let started = std::time::Instant::now();
     for i in 0..n {
         buf.clear();
-        buf.extend_from_slice(b"w-000000");
-        buf.extend_from_slice(&[
-            b'0' + u8::try_from(i % 100 / 10).unwrap(),
-            b'0' + u8::try_from(i % 10).unwrap(),
-            b':',
-        ]);
+        let k = if new_keys { i } else { i % 100 };
+        buf.extend_from_slice(format!("w-{k:08}:").as_bytes());
         buf.extend_from_slice(&value);
         let op = match hpkv_abi::parse_write(&buf).unwrap() {
             hpkv_abi::WriteRequest::Put { key, value } => hpkv_engine::WriteOp::Put {
@@ -348,7 +383,7 @@ fn write_cost_harness() {
     }
     let per_write_ns = started.elapsed().as_nanos() / u128::try_from(n).unwrap();
     eprintln!("{n} writes, view {view_on}: {per_write_ns} ns each");
-    let last = format!("w-000000{:02}", (n - 1) % 100);
+    let last = format!("w-{:08}", if new_keys { n - 1 } else { (n - 1) % 100 });
     assert_eq!(
         engine.get(last.as_bytes()).unwrap().as_deref(),
         Some(&value[..])
