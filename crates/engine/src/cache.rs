@@ -76,10 +76,22 @@ impl ValueCache {
     }
 
     pub fn insert(&self, key: &[u8], seq: u64, value: Arc<[u8]>) {
-        if key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD > self.capacity_bytes / 8 {
-            return; // one value must not flush a large part of the cache
+        if self.fits(key, &value) {
+            self.cache.insert(key.into(), Cached { seq, value });
         }
-        self.cache.insert(key.into(), Cached { seq, value });
+    }
+
+    /// [`ValueCache::insert`] of a key the caller owns (no copy of it is made).
+    pub fn insert_owned(&self, key: Box<[u8]>, seq: u64, value: Arc<[u8]>) {
+        if self.fits(&key, &value) {
+            self.cache.insert(key, Cached { seq, value });
+        }
+    }
+
+    /// Whether an entry is small enough to cache: one value must not flush a large part of
+    /// the cache.
+    fn fits(&self, key: &[u8], value: &[u8]) -> bool {
+        key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD <= self.capacity_bytes / 8
     }
 
     pub fn remove(&self, key: &[u8]) {

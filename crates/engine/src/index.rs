@@ -524,10 +524,9 @@ impl Chunk {
     /// the chunk's range.
     fn search<'k>(&self, key: &[u8], key_of: &impl Fn(u32) -> &'k [u8]) -> Result<usize, usize> {
         let h = head(key, self.skip);
-        // Heads order every slot but those whose head is `h`. Counting the slots below in one
-        // pass reads the chunk front to back, which the CPU prefetches: on a chunk not in the
-        // cache that beats the chain of dependent misses of a binary search.
-        let below = self.slots.iter().filter(|s| s.head < h).count();
+        // Heads order the slots (ties only among equal heads): a binary search over the
+        // heads finds the first slot whose head is `h` without reading any key.
+        let below = self.slots.partition_point(|s| s.head < h);
         let ties = &self.slots[below..];
         let ties = &ties[..ties.partition_point(|s| s.head == h)];
         match ties.binary_search_by(|s| key_of(s.id).cmp(key)) {

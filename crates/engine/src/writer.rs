@@ -445,6 +445,11 @@ pub(crate) struct Committer {
     pipelining: bool,
     /// The ticket of the batch just pipelined, for `commit_next` to return.
     pending: Option<u64>,
+    /// Empty vectors kept for the next batch's operations and staged records: a lone
+    /// writer's every write would otherwise allocate and free both (each allocation costs
+    /// as much as staging a record, under emulation).
+    spare_batch: Vec<Queued>,
+    spare_staged: Vec<Staged>,
 }
 
 impl Writer {
@@ -664,6 +669,8 @@ impl Committer {
             in_flight: VecDeque::new(),
             pipelining: false,
             pending: None,
+            spare_batch: Vec::new(),
+            spare_staged: Vec::new(),
         }
     }
 
@@ -695,6 +702,7 @@ impl Committer {
                 Ok(()) => self.publish(&mut batch.staged),
                 Err(err) => self.fail_batch(&mut batch.staged, &err),
             }
+            self.keep_staged(batch.staged);
         }
         if self.in_flight.is_empty() && self.flusher.all_flushed() {
             // Every record written so far is covered: the next one may say so.
@@ -751,7 +759,7 @@ impl Committer {
     /// With `may_pipeline`, a batch of puts is only written, and its ticket returned: the
     /// caller lets go of the lock, waits for the flush and then calls [`Committer::settle`].
     fn commit_next(&mut self, rx: &Receiver<Queued>, may_pipeline: bool) -> Committed {
-        let mut batch: Vec<Queued> = Vec::new();
+        let mut batch = std::mem::take(&mut self.spare_batch);
         let mut bytes = 0usize;
         while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
             let Ok(queued) = rx.try_recv() else { break };
@@ -782,6 +790,7 @@ impl Committer {
             batch.is_empty(),
             "every queued write is staged, answered or refused"
         );
+        self.spare_batch = batch;
         Committed {
             answers: std::mem::take(&mut self.answers),
             ticket: self.pending.take(),
@@ -870,7 +879,8 @@ impl Committer {
     }
 
     fn process(&mut self, batch: &mut Vec<Queued>) {
-        let mut staged: Vec<Staged> = Vec::with_capacity(batch.len());
+        let mut staged = std::mem::take(&mut self.spare_staged);
+        staged.reserve(batch.len());
         let mut overlay = Overlay::new();
         let mut force_flush = false;
         let mut queue = batch.drain(..);
@@ -911,6 +921,19 @@ impl Committer {
             }
         }
         self.commit(&mut staged, force_flush);
+        // Committed and answered, or moved to the batches in flight (then this one is new).
+        self.keep_staged(staged);
+    }
+
+    /// Keeps an emptied vector of staged records for the next batch, if it has room.
+    fn keep_staged(&mut self, staged: Vec<Staged>) {
+        assert!(
+            staged.is_empty(),
+            "every staged record was published or failed"
+        );
+        if staged.capacity() > self.spare_staged.capacity() {
+            self.spare_staged = staged;
+        }
     }
 
     /// Stages the records of a batch of puts in order, each with its own record, until the
@@ -1270,17 +1293,29 @@ impl Committer {
                     u32::try_from(v.len()).expect("values are at most VALUE_MAX bytes")
                 });
                 index.apply(key, *seq, *loc, *kind, value_len);
-                if let Some(cache) = &self.shared.cache {
-                    match value {
-                        Some(v) => cache.insert(key, *seq, v.clone()),
-                        None => cache.remove(key),
-                    }
-                }
             }
         }
         self.report(staged);
+        // The cache takes each record's key and value as they are (no copy). It learns them
+        // after the index: a reader in between misses it and reads the device, which is
+        // correct (entries are tagged with their sequence number).
+        let cache = self.shared.cache.as_ref();
         self.answers.extend(staged.drain(..).map(|s| match s {
-            Staged::Record { done, .. } => (done, Ok(())),
+            Staged::Record {
+                key,
+                seq,
+                value,
+                done,
+                ..
+            } => {
+                if let Some(cache) = cache {
+                    match value {
+                        Some(v) => cache.insert_owned(key, seq, v),
+                        None => cache.remove(&key),
+                    }
+                }
+                (done, Ok(()))
+            }
             Staged::Answer { result, done, .. } => (done, result),
         }));
     }
