@@ -24,6 +24,8 @@
 #   noop_write_8   8 writers on the no-op server: the most any CUSE server allows here, per second
 #   sync_8w_alone  8 writers alone, with hpkvd's puts and flushes counted around them
 #   load           hpkvctl load of a dump of the store (records per second)
+# and the CPU time (user and system, from /proc) a write cost the servers of floor_sync, sync_new
+# and sync_new_bare, each of which serves that one figure,
 # and prints the ratios with the goals of issue 8. The last line is "N passed, M failed" (the
 # steps that ran); the figures themselves never fail the run.
 set -euo pipefail
@@ -156,6 +158,19 @@ grep -a '^THREAD ' "$console" | tr -d '\r' | awk '
         if (length(user) == 0) exit
         printf "hpkvd threads during the 8 writers alone, CPU ticks (user+system):"
         for (t in user) printf " %s %d+%d", t, user[t], sys[t]
+        printf "\n\n"
+    }'
+# CPU time per write of the servers of floor_sync, sync_new and sync_new_bare (each serves that one
+# figure): user time is the server's own code, system time the kernel's work for it.
+grep -a '^CPUTIME ' "$console" | tr -d '\r' | awk -v writes=$((rounds * per)) -v hz=100 '
+    { sign = ($2 == "after") ? 1 : -1; user[$3] += sign * $4; sys[$3] += sign * $5 }
+    END {
+        if (length(user) == 0) exit
+        printf "CPU time a write in the one-writer step, user + system µs:"
+        n = split("floor_sync sync_new sync_new_bare", L, " ")
+        for (i = 1; i <= n; i++) if (L[i] in user)
+            printf " %s %.0f + %.0f;", L[i], user[L[i]] * 1e6 / hz / writes, sys[L[i]] * 1e6 / hz / writes
+        if (user["floor_sync"] > 0) printf " user time / the floor'"'"'s: sync_new %.2f, sync_new_bare %.2f", user["sync_new"] / user["floor_sync"], user["sync_new_bare"] / user["floor_sync"]
         printf "\n\n"
     }'
 echo "Compaction in the stores the one-writer step overwrote (counters before and after it):"
