@@ -25,7 +25,7 @@
 #   sync_8w_alone  8 writers alone, with hpkvd's puts and flushes counted around them
 #   load           hpkvctl load of a dump of the store (records per second)
 # and the CPU time (user and system, from /proc) a write cost the servers of floor_sync, sync_new
-# and sync_new_bare, each of which serves that one figure,
+# and sync_new_bare, each of which serves that one figure (hpkvd's CUSE workers and answer thread),
 # and prints the ratios with the goals of issue 8. The last line is "N passed, M failed" (the
 # steps that ran); the figures themselves never fail the run.
 set -euo pipefail
@@ -161,7 +161,8 @@ grep -a '^THREAD ' "$console" | tr -d '\r' | awk '
         printf "\n\n"
     }'
 # CPU time per write of the servers of floor_sync, sync_new and sync_new_bare (each serves that one
-# figure): user time is the server's own code, system time the kernel's work for it.
+# figure; hpkvd's CUSE workers and answer thread): user time is the server's own code, system
+# time the kernel's work for it.
 grep -a '^CPUTIME ' "$console" | tr -d '\r' | awk -v writes=$((rounds * per)) -v hz=100 '
     { sign = ($2 == "after") ? 1 : -1; user[$3] += sign * $4; sys[$3] += sign * $5 }
     END {
