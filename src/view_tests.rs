@@ -138,10 +138,23 @@ fn writes_reach_the_view_before_they_are_acknowledged() {
                     engine.put(key.as_bytes(), value.as_bytes()).unwrap();
                     let mut got = Vec::new();
                     let mut found = reader.get(key.as_bytes(), &mut got);
-                    if found == Lookup::Unknown(Unknown::Dead) {
-                        // The view grew past its first 64 keys: its successor has it.
-                        reader = ViewReader::open(&path).unwrap();
-                        found = reader.get(key.as_bytes(), &mut got);
+                    // The view grew past its first 64 keys: its successor has it. Another
+                    // thread's write may be growing that one in turn (it is dead from its
+                    // successor's creation until the rename): reopen until a live view opens.
+                    for _ in 0..1000 {
+                        if found != Lookup::Unknown(Unknown::Dead) {
+                            break;
+                        }
+                        match ViewReader::open(&path) {
+                            Ok(r) => {
+                                reader = r;
+                                found = reader.get(key.as_bytes(), &mut got);
+                            }
+                            Err(hpkv_view::OpenError::Dead) => {
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                            Err(e) => panic!("{key}: reopening the view: {e}"),
+                        }
                     }
                     assert!(matches!(found, Lookup::Hit { .. }), "{key}: {found:?}");
                     assert_eq!(got, value.as_bytes());
