@@ -81,33 +81,27 @@ impl Mapping {
     }
 
     /// The `u64` at `offset`, or `None` if it is unaligned or not wholly inside the mapping.
-    // The alignment the lint cannot see is checked: `base` is page-aligned, `offset % 8 == 0`.
-    #[allow(clippy::cast_ptr_alignment)]
     fn word64(&self, offset: usize) -> Option<&AtomicU64> {
-        if offset % 8 != 0 || offset.checked_add(8)? > self.len {
-            return None;
-        }
-        // SAFETY: [offset, offset + 8) lies inside the mapping (checked above), which stays
-        // mapped for as long as `&self` lives; mmap returns page-aligned memory and `offset` is
-        // a multiple of 8, so the address is aligned for `AtomicU64`, which has the size and
-        // alignment of `u64`. Every process touches this memory only with atomic operations of
-        // this size, so a shared reference to the atomic cell is sound; on a read-only mapping
-        // only `Relaxed` loads are ever issued through it (`load64`), which Rust documents as
-        // valid on read-only memory for 8-byte atomics on 64-bit targets.
-        Some(unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() })
+        self.words64(offset, 1).map(|w| &w[0])
     }
 
     /// The `count` `u64`s from `offset` on, or `None` if `offset` is unaligned or the range is
     /// not wholly inside the mapping. One bounds check for a whole copy: under emulation a
     /// check per word cost a third of a value's copy.
+    // The alignment the lint cannot see is checked: `base` is page-aligned, `offset % 8 == 0`.
     #[allow(clippy::cast_ptr_alignment)]
     fn words64(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
         let end = offset.checked_add(count.checked_mul(8)?)?;
         if offset % 8 != 0 || end > self.len {
             return None;
         }
-        // SAFETY: as in `word64`, for `count` consecutive 8-aligned cells, every one inside
-        // the mapping (the whole range [offset, end) is checked above).
+        // SAFETY: [offset, end) lies inside the mapping (checked above), which stays mapped
+        // for as long as `&self` lives; mmap returns page-aligned memory and `offset` is a
+        // multiple of 8, so every cell is aligned for `AtomicU64`, which has the size and
+        // alignment of `u64`. Every process touches this memory only with atomic operations of
+        // this size, so shared references to the atomic cells are sound; on a read-only mapping
+        // only `Relaxed` loads are ever issued through them (`load64`, `copy_out`), which Rust
+        // documents as valid on read-only memory for 8-byte atomics on 64-bit targets.
         Some(unsafe {
             std::slice::from_raw_parts(self.base.as_ptr().add(offset).cast::<AtomicU64>(), count)
         })
