@@ -33,12 +33,12 @@
 //! flush error fails the whole batch and turns the store read-only (see DESIGN.md).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::cohort::{Cohort, Estimate};
 use crate::compaction::Compactor;
@@ -48,7 +48,7 @@ use crate::error::Error;
 use crate::flusher::Flusher;
 use crate::format::{self, Kind, KEY_MAX, VALUE_MAX};
 use crate::index::Loc;
-use crate::lock::{Level, OrderedMutex};
+use crate::lock::{Level, OrderedLongMutex};
 use crate::observe::Change;
 use crate::segment::{DurableMark, SegmentWriter, WriteMode};
 use crate::space::{Purpose, SegState};
@@ -373,13 +373,39 @@ type Overlay = HashMap<Box<[u8]>, Option<Arc<[u8]>>>;
 /// What a write puts on disk: key, kind, value (none for a tombstone), and whose space.
 type Resolved = (Box<[u8]>, Kind, Option<Arc<[u8]>>, Purpose);
 
+/// Wakes the timer thread before its tick: a write-behind deadline was set, or it must stop.
+/// A condition variable, on which the timer sleeps in the kernel at once: the channel it
+/// replaces spun and called `sched_yield` about four times each time the timer waited.
+#[derive(Default)]
+struct Alarm {
+    rung: Mutex<bool>,
+    bell: Condvar,
+}
+
+impl Alarm {
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.bell.notify_one();
+    }
+
+    /// Waits until rung or until `wait` passes, and clears the ring.
+    fn wait(&self, wait: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut rung, _) = self
+            .bell
+            .wait_timeout_while(rung, wait, |rung| !*rung)
+            .unwrap_or_else(PoisonError::into_inner);
+        *rung = false;
+    }
+}
+
 /// The write path's shared half: the queue, the committer behind its lock, the timer.
 pub(crate) struct Writer {
     /// The committer; whoever holds this lock is the leader (level [`Level::Commit`]).
-    core: OrderedMutex<Committer>,
+    core: OrderedLongMutex<Committer>,
     rx: Receiver<Queued>,
     /// Wakes the timer thread (a write-behind deadline was set, or it must stop).
-    wake_rx: Receiver<()>,
+    alarm: Arc<Alarm>,
     stopping: AtomicBool,
     /// Where a leader waits for the rest of its batch's writers.
     cohort: Cohort,
@@ -429,7 +455,7 @@ pub(crate) struct Committer {
     staging_error: Option<Error>,
     /// After the shutdown's final flush: every later write answers [`Error::Closed`].
     closed: bool,
-    wake_tx: Sender<()>,
+    alarm: Arc<Alarm>,
     /// The answers of the batch being committed, given once the lock is let go.
     answers: Vec<Answer>,
     /// The answer thread's queue; taken by [`Writer::stop`] (then the leader answers
@@ -464,15 +490,22 @@ impl Writer {
         next_seq: u64,
         answers_out: Arc<AnswerQueue>,
     ) -> Writer {
-        let (wake_tx, wake_rx) = bounded(1);
+        let alarm = Arc::new(Alarm::default());
         let sync_mode = shared.config.durability == Durability::Sync;
         let flusher = Arc::new(Flusher::new(shared.clone()));
-        let mut core = Committer::new(shared, compactor, log, next_seq, wake_tx, flusher.clone());
+        let mut core = Committer::new(
+            shared,
+            compactor,
+            log,
+            next_seq,
+            alarm.clone(),
+            flusher.clone(),
+        );
         core.answers_out = Some(answers_out);
         Writer {
-            core: OrderedMutex::new(Level::Commit, core),
+            core: OrderedLongMutex::new(Level::Commit, core),
             rx,
-            wake_rx,
+            alarm,
             stopping: AtomicBool::new(false),
             cohort: Cohort::default(),
             sync_mode,
@@ -575,11 +608,9 @@ impl Writer {
             let wait = deadline.map_or(TIMER_IDLE, |d| {
                 d.saturating_duration_since(Instant::now()).min(TIMER_IDLE)
             });
-            if let Err(RecvTimeoutError::Disconnected) = self.wake_rx.recv_timeout(wait) {
-                return;
-            }
+            self.alarm.wait(wait);
             // A sync store has no deadline to keep: no need to wait for the lock either (a
-            // contended lock spins and yields the CPU before it sleeps).
+            // leader holds it through a whole batch).
             if !self.sync_mode {
                 let mut core = self.core.lock();
                 if core.flush_deadline().is_some_and(|d| d <= Instant::now()) {
@@ -618,14 +649,14 @@ impl Writer {
         if let Some(queue) = core.answers_out.take() {
             queue.close();
         }
-        let _ = core.wake_tx.try_send(());
+        core.alarm.ring();
     }
 }
 
 /// The committer held by a test ([`Writer::hold`]).
 #[cfg(feature = "testkit")]
 pub struct Hold<'a> {
-    core: Option<crate::lock::Guard<'a, Committer>>,
+    core: Option<crate::lock::LongGuard<'a, Committer>>,
     writer: &'a Writer,
 }
 
@@ -643,7 +674,7 @@ impl Committer {
         compactor: Arc<Compactor>,
         log: Option<SegmentWriter>,
         next_seq: u64,
-        wake_tx: Sender<()>,
+        alarm: Arc<Alarm>,
         flusher: Arc<Flusher>,
     ) -> Committer {
         assert!(next_seq >= 1, "sequence numbers start at 1");
@@ -661,7 +692,7 @@ impl Committer {
             oldest_unflushed: None,
             staging_error: None,
             closed: false,
-            wake_tx,
+            alarm,
             answers: Vec::new(),
             answers_out: None,
             estimate: Estimate::default(),
@@ -1247,7 +1278,7 @@ impl Committer {
             if write_behind && self.oldest_unflushed.is_none() {
                 self.oldest_unflushed = Some(Instant::now());
                 // The timer learns the new deadline (a full channel: it will look anyway).
-                let _ = self.wake_tx.try_send(());
+                self.alarm.ring();
             }
         }
         Ok(())
@@ -1396,3 +1427,32 @@ fn change_of(staged: &Staged) -> Option<Change<'_>> {
 
 /// Bytes of a record's header, for figures in docs and benches.
 pub const RECORD_OVERHEAD_BYTES: usize = format::RECORD_HEADER_LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alarm_wakes_its_sleeper_once_and_otherwise_times_out() {
+        let alarm = Arc::new(Alarm::default());
+        // Rung before the wait: the wait returns at once, and takes the ring.
+        alarm.ring();
+        let started = Instant::now();
+        alarm.wait(Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // Not rung: the wait lasts its bound.
+        let started = Instant::now();
+        alarm.wait(Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // Rung while it sleeps: it wakes.
+        let ringer = alarm.clone();
+        let ring = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            ringer.ring();
+        });
+        let started = Instant::now();
+        alarm.wait(Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        ring.join().unwrap();
+    }
+}
