@@ -86,17 +86,39 @@ impl Drop for Token {
     }
 }
 
+/// A held lock: the lock's own guard, then this thread's claim on the lock's level (dropped
+/// in that order: the lock is let go before the level is given back).
+pub(crate) struct Held<G> {
+    inner: G,
+    _token: Token,
+}
+
+impl<G: Deref> Deref for Held<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        &self.inner
+    }
+}
+
+impl<G: DerefMut> DerefMut for Held<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.inner
+    }
+}
+
+/// The guard of an [`OrderedMutex`].
+pub(crate) type Guard<'a, T> = Held<MutexGuard<'a, T>>;
+/// The guard of an [`OrderedLongMutex`].
+pub(crate) type LongGuard<'a, T> = Held<std::sync::MutexGuard<'a, T>>;
+/// A shared guard of an [`OrderedRwLock`].
+pub(crate) type ReadGuard<'a, T> = Held<RwLockReadGuard<'a, T>>;
+/// An exclusive guard of an [`OrderedRwLock`].
+pub(crate) type WriteGuard<'a, T> = Held<RwLockWriteGuard<'a, T>>;
+
 /// A mutex with a level in the lock order.
 pub(crate) struct OrderedMutex<T> {
     level: Level,
     inner: Mutex<T>,
-}
-
-/// The guard of an [`OrderedMutex`].
-pub(crate) struct Guard<'a, T> {
-    // Field order matters: the lock is released before the level is given back.
-    inner: MutexGuard<'a, T>,
-    _token: Token,
 }
 
 impl<T> OrderedMutex<T> {
@@ -110,23 +132,10 @@ impl<T> OrderedMutex<T> {
     /// Takes the lock; panics (debug builds) if that breaks the lock order.
     pub(crate) fn lock(&self) -> Guard<'_, T> {
         let token = Token::take(self.level);
-        Guard {
+        Held {
             inner: self.inner.lock(),
             _token: token,
         }
-    }
-}
-
-impl<T> Deref for Guard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.inner
-    }
-}
-
-impl<T> DerefMut for Guard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner
     }
 }
 
@@ -141,12 +150,6 @@ impl<T> DerefMut for Guard<'_, T> {
 pub(crate) struct OrderedLongMutex<T> {
     level: Level,
     inner: std::sync::Mutex<T>,
-}
-
-/// The guard of an [`OrderedLongMutex`].
-pub(crate) struct LongGuard<'a, T> {
-    inner: std::sync::MutexGuard<'a, T>,
-    _token: Token,
 }
 
 /// How often [`OrderedLongMutex::try_lock_for`] looks again.
@@ -167,7 +170,7 @@ impl<T> OrderedLongMutex<T> {
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        LongGuard {
+        Held {
             inner,
             _token: token,
         }
@@ -182,7 +185,7 @@ impl<T> OrderedLongMutex<T> {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Some(LongGuard {
+        Some(Held {
             inner,
             _token: Token::take(self.level),
         })
@@ -205,35 +208,10 @@ impl<T> OrderedLongMutex<T> {
     }
 }
 
-impl<T> Deref for LongGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.inner
-    }
-}
-
-impl<T> DerefMut for LongGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner
-    }
-}
-
 /// A read-write lock with a level in the lock order (readers and writers alike).
 pub(crate) struct OrderedRwLock<T> {
     level: Level,
     inner: RwLock<T>,
-}
-
-/// A shared guard of an [`OrderedRwLock`].
-pub(crate) struct ReadGuard<'a, T> {
-    inner: RwLockReadGuard<'a, T>,
-    _token: Token,
-}
-
-/// An exclusive guard of an [`OrderedRwLock`].
-pub(crate) struct WriteGuard<'a, T> {
-    inner: RwLockWriteGuard<'a, T>,
-    _token: Token,
 }
 
 impl<T> OrderedRwLock<T> {
@@ -246,7 +224,7 @@ impl<T> OrderedRwLock<T> {
 
     pub(crate) fn read(&self) -> ReadGuard<'_, T> {
         let token = Token::take(self.level);
-        ReadGuard {
+        Held {
             inner: self.inner.read(),
             _token: token,
         }
@@ -254,30 +232,10 @@ impl<T> OrderedRwLock<T> {
 
     pub(crate) fn write(&self) -> WriteGuard<'_, T> {
         let token = Token::take(self.level);
-        WriteGuard {
+        Held {
             inner: self.inner.write(),
             _token: token,
         }
-    }
-}
-
-impl<T> Deref for ReadGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.inner
-    }
-}
-
-impl<T> Deref for WriteGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.inner
-    }
-}
-
-impl<T> DerefMut for WriteGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner
     }
 }
 
