@@ -350,7 +350,9 @@ fn a_second_daemon_under_the_same_name_is_refused_before_it_touches_the_view() {
 /// store through what the device layer does for a `write()` (parse, queue, commit, view),
 /// on an image file, with the view on and sized as hpkvd sizes it. Run under callgrind to count the
 /// instructions per write; `HPKV_WRITE_COST_VIEW=off` leaves the view out, and
-/// `HPKV_WRITE_COST_KEYS=new` writes a new key each time instead (the module's method).
+/// `HPKV_WRITE_COST_KEYS=new` writes a new key each time instead (the module's method), and
+/// `HPKV_WRITE_COST_CACHE=BYTES` sizes the value cache (1 MiB unless set; 0: none; with the
+/// view on only).
 #[test]
 #[ignore = "a profiling harness, run by hand"]
 fn write_cost_harness() {
@@ -358,8 +360,10 @@ fn write_cost_harness() {
     let view_on = std::env::var("HPKV_WRITE_COST_VIEW").as_deref() != Ok("off");
     let new_keys = std::env::var("HPKV_WRITE_COST_KEYS").as_deref() == Ok("new");
     let dir = tempfile::tempdir().unwrap();
+    let cache_bytes =
+        std::env::var("HPKV_WRITE_COST_CACHE").map_or(1 << 20, |v| v.parse().unwrap());
     let engine = if view_on {
-        daemon(dir.path(), super::VIEW_KEYS_MIN, 1 << 20).0
+        daemon_with_cache(dir.path(), super::VIEW_KEYS_MIN, 1 << 20, cache_bytes).0
     } else {
         let image = dir.path().join("store.img");
         hpkv_engine::device::create_image_if_missing(&image, 32 << 20).unwrap();
