@@ -2,7 +2,8 @@
  * hpkv-devbench — times operations on /dev/hpkv-like devices and raw block devices for the VM
  * device benchmark (tests/vm/bench). The machine under the VM is shared and its speed drifts, so
  * the runs to be compared are interleaved: ROUNDS rounds, each running every SPEC once, in turn.
- * At the end, one line per SPEC:
+ * At the end, two lines per SPEC:
+ *   ROUNDS <label> p50_us=<round 1>,<round 2>,...
  *   RESULT <label> ops=<n> p50_us=<x> p99_us=<x> mean_us=<x> rate_per_s=<x>
  * (rate: operations per second of the time spent in that SPEC's rounds).
  *
@@ -204,11 +205,30 @@ static int round_raw(struct spec *s)
 	return failed;
 }
 
+/* The p50 of each round on its own (before report() sorts them all): how much a ratio of two
+ * interleaved figures moves from round to round. */
+static void report_rounds(struct spec *s)
+{
+	double *round = calloc((size_t)s->ops, sizeof(double));
+
+	if (!round)
+		return;
+	printf("ROUNDS %s p50_us=", s->label);
+	for (long r = 0; r < s->done / s->ops; r++) {
+		memcpy(round, s->lat + r * s->ops, (size_t)s->ops * sizeof(double));
+		qsort(round, (size_t)s->ops, sizeof(double), cmp_double);
+		printf("%s%.1f", r ? "," : "", round[s->ops / 2]);
+	}
+	printf("\n");
+	free(round);
+}
+
 static void report(struct spec *s)
 {
 	double sum = 0;
 	long n = s->done;
 
+	report_rounds(s);
 	qsort(s->lat, (size_t)n, sizeof(double), cmp_double);
 	for (long i = 0; i < n; i++)
 		sum += s->lat[i];
