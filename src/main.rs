@@ -105,6 +105,7 @@ fn engine_config(opts: &ServeOptions, view: Option<&Arc<SharedView>>) -> Config 
         background_compaction: true,
         progress: progress::on_terminal(),
         observer: view.map(|v| ObserverSink(v.clone() as Arc<dyn Observer>)),
+        sync_safety_net: hpkv_engine::SYNC_SAFETY_NET,
     }
 }
 

@@ -36,7 +36,10 @@ impl Cohort {
     /// is its target.
     pub(crate) fn arrived(&self, queued: usize) {
         // Pairs with the fence in `gather`: either the leader sees this write in the queue
-        // before it sleeps, or this sees the leader's target.
+        // before it sleeps, or this sees the leader's target. It also pairs with the fence a
+        // leader passes after letting go of the committer (`Writer::lead`, which calls this
+        // between queueing and `try_lock`): either that leader sees this write queued, or the
+        // writer's `try_lock` sees the lock let go.
         fence(Ordering::SeqCst);
         let target = self.target.load(Ordering::Relaxed);
         if target > 0 && queued >= target {

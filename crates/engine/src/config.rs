@@ -52,7 +52,14 @@ pub struct Config {
     pub progress: Option<ProgressSink>,
     /// Told about every applied write before it is acknowledged ([`crate::observe`]).
     pub observer: Option<ObserverSink>,
+    /// In `sync` mode, how long the timer thread sleeps before it commits what is queued if
+    /// no writer has: a safety net only, since the writers' own leading commits every write
+    /// (DESIGN.md, "Write path"). Tests set it long to show that.
+    pub sync_safety_net: Duration,
 }
+
+/// The default [`Config::sync_safety_net`].
+pub const SYNC_SAFETY_NET: Duration = Duration::from_secs(1);
 
 impl Default for Config {
     fn default() -> Config {
@@ -65,6 +72,7 @@ impl Default for Config {
             background_compaction: true,
             progress: None,
             observer: None,
+            sync_safety_net: SYNC_SAFETY_NET,
         }
     }
 }

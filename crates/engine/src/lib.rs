@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use config::{Config, Durability, Progress, ProgressSink};
+pub use config::{Config, Durability, Progress, ProgressSink, SYNC_SAFETY_NET};
 pub use device::{BlockDevice, FileDevice, OpenDeviceError};
 pub use error::{Corruption, Error, Incompatible, OpenError, VerifyError};
 pub use format::uuid_string;

@@ -36,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 use crossbeam_channel::Receiver;
 
@@ -62,8 +62,9 @@ const BATCH_OPS_MAX: usize = 512;
 const BATCH_BYTES_MAX: usize = 8 << 20;
 /// How long a write waits for compaction to free space before it answers ENOSPC.
 const SPACE_WAIT_MAX: Duration = Duration::from_secs(2);
-/// How often the timer thread looks at the queue when no flush is due (a safety net: every
-/// writer's own leading empties the queue).
+/// How often the timer thread looks at the queue when no flush is due, in write-behind mode
+/// (where it takes the committer's lock itself to check the deadline, and lets go without
+/// looking at the queue; `sync` mode waits [`Config::sync_safety_net`](crate::Config)).
 const TIMER_IDLE: Duration = Duration::from_millis(100);
 
 /// A write request.
@@ -407,6 +408,8 @@ pub(crate) struct Writer {
     /// Wakes the timer thread (a write-behind deadline was set, or it must stop).
     alarm: Arc<Alarm>,
     stopping: AtomicBool,
+    /// `sync` mode: how long the timer sleeps between its safety-net leads.
+    sync_safety_net: Duration,
     /// Where a leader waits for the rest of its batch's writers.
     cohort: Cohort,
     /// The store is in `Sync` mode (the timer has no write-behind deadline to keep).
@@ -492,6 +495,7 @@ impl Writer {
     ) -> Writer {
         let alarm = Arc::new(Alarm::default());
         let sync_mode = shared.config.durability == Durability::Sync;
+        let sync_safety_net = shared.config.sync_safety_net;
         let flusher = Arc::new(Flusher::new(shared.clone()));
         let mut core = Committer::new(
             shared,
@@ -507,6 +511,7 @@ impl Writer {
             rx,
             alarm,
             stopping: AtomicBool::new(false),
+            sync_safety_net,
             cohort: Cohort::default(),
             sync_mode,
             flusher,
@@ -559,6 +564,10 @@ impl Writer {
             };
             drop(core);
             deliver(mine);
+            // Pairs with the fence in `Cohort::arrived`, which every writer passes between
+            // queueing and its `try_lock`: either this load sees that write queued, or that
+            // writer's `try_lock` sees the lock let go (DESIGN.md, "Write path").
+            fence(Ordering::SeqCst);
             if self.rx.is_empty() {
                 return;
             }
@@ -605,9 +614,13 @@ impl Writer {
             } else {
                 self.core.lock().flush_deadline()
             };
-            let wait = deadline.map_or(TIMER_IDLE, |d| {
-                d.saturating_duration_since(Instant::now()).min(TIMER_IDLE)
-            });
+            let wait = if self.sync_mode {
+                self.sync_safety_net
+            } else {
+                deadline.map_or(TIMER_IDLE, |d| {
+                    d.saturating_duration_since(Instant::now()).min(TIMER_IDLE)
+                })
+            };
             self.alarm.wait(wait);
             // A sync store has no deadline to keep: no need to wait for the lock either (a
             // leader holds it through a whole batch).

@@ -300,3 +300,73 @@ fn a_failed_flush_fails_every_batch_in_flight() {
         "what was acknowledged before stays readable"
     );
 }
+
+/// A device that takes `delay` for every write and flush, as a disk would: a leader holds the
+/// committer for a while, and writers queue behind it.
+struct SlowDevice {
+    inner: Arc<FaultyDevice>,
+    delay: Duration,
+}
+
+impl BlockDevice for SlowDevice {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        std::thread::sleep(self.delay);
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        "slow test device".into()
+    }
+}
+
+/// The writers commit every write themselves: with the timer's safety net an hour away,
+/// every write of bursts of 16 writers that start together is answered. Writes queued while a
+/// leader holds the committer (its device write takes a while here) find the lock taken and
+/// leave them to it; a leader that let go without looking at the queue again would leave them
+/// there until the timer came, since nobody else writes after a burst.
+#[test]
+fn writers_alone_commit_every_write() {
+    let dev: Arc<dyn BlockDevice> = Arc::new(SlowDevice {
+        inner: Arc::new(FaultyDevice::new(32 << 20, BLOCK)),
+        delay: Duration::from_millis(2),
+    });
+    let config = Config {
+        background_compaction: false,
+        sync_safety_net: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let engine = Arc::new(Engine::open(dev, config).unwrap());
+    let (bursts, writers) = (20, 16);
+    for burst in 0..bursts {
+        let start = std::sync::Barrier::new(writers);
+        std::thread::scope(|s| {
+            for w in 0..writers {
+                let (engine, start) = (engine.clone(), &start);
+                s.spawn(move || {
+                    let (tx, rx) = mpsc::channel();
+                    start.wait();
+                    engine.submit(
+                        put(&format!("b{burst}-{w}"), "v"),
+                        Box::new(move |r| tx.send(r).unwrap()),
+                    );
+                    rx.recv_timeout(WAIT)
+                        .expect("answered without the timer")
+                        .unwrap();
+                });
+            }
+        });
+    }
+    assert_eq!(engine.stats().records, bursts * writers as u64);
+}
