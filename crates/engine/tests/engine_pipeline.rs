@@ -15,9 +15,11 @@ const BLOCK: u32 = 4096;
 /// How long a test waits for something that must happen (a hang fails, it does not block).
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A device whose flushes wait at a gate while it is closed, counting the flushes waiting.
+/// A device whose flushes wait at a gate while it is closed, counting the flushes waiting; and
+/// whose writes and flushes take `delay` each (none unless set), as a disk's would.
 struct GatedDevice {
     inner: Arc<FaultyDevice>,
+    delay: Duration,
     closed: Mutex<bool>,
     opened: Condvar,
     waiting: AtomicU64,
@@ -30,6 +32,7 @@ impl GatedDevice {
     fn new(inner: Arc<FaultyDevice>) -> GatedDevice {
         GatedDevice {
             inner,
+            delay: Duration::ZERO,
             closed: Mutex::new(false),
             opened: Condvar::new(),
             waiting: AtomicU64::new(0),
@@ -59,6 +62,7 @@ impl BlockDevice for GatedDevice {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        std::thread::sleep(self.delay);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.write_during_flush.store(true, Ordering::SeqCst);
         }
@@ -66,6 +70,7 @@ impl BlockDevice for GatedDevice {
         self.inner.write_at(buf, offset)
     }
     fn flush(&self) -> io::Result<()> {
+        std::thread::sleep(self.delay);
         let mut closed = self.closed.lock().unwrap();
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let deadline = Instant::now() + WAIT;
@@ -301,46 +306,16 @@ fn a_failed_flush_fails_every_batch_in_flight() {
     );
 }
 
-/// A device that takes `delay` for every write and flush, as a disk would: a leader holds the
-/// committer for a while, and writers queue behind it.
-struct SlowDevice {
-    inner: Arc<FaultyDevice>,
-    delay: Duration,
-}
-
-impl BlockDevice for SlowDevice {
-    fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes()
-    }
-    fn block_size(&self) -> u32 {
-        self.inner.block_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        std::thread::sleep(self.delay);
-        self.inner.write_at(buf, offset)
-    }
-    fn flush(&self) -> io::Result<()> {
-        std::thread::sleep(self.delay);
-        self.inner.flush()
-    }
-    fn describe(&self) -> String {
-        "slow test device".into()
-    }
-}
-
 /// The writers commit every write themselves: with the timer's safety net an hour away,
 /// every write of bursts of 16 writers that start together is answered. Writes queued while a
-/// leader holds the committer (its device write takes a while here) find the lock taken and
+/// leader holds the committer (its device write takes 2 ms here) find the lock taken and
 /// leave them to it; a leader that let go without looking at the queue again would leave them
 /// there until the timer came, since nobody else writes after a burst.
 #[test]
 fn writers_alone_commit_every_write() {
-    let dev: Arc<dyn BlockDevice> = Arc::new(SlowDevice {
-        inner: Arc::new(FaultyDevice::new(32 << 20, BLOCK)),
+    let dev: Arc<dyn BlockDevice> = Arc::new(GatedDevice {
         delay: Duration::from_millis(2),
+        ..GatedDevice::new(Arc::new(FaultyDevice::new(32 << 20, BLOCK)))
     });
     let config = Config {
         background_compaction: false,
