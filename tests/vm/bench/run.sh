@@ -22,6 +22,9 @@
 #                  separate step: on a busy host, work on both vCPUs at once waits for the host)
 #   sync_1w/_8w    new keys, one writer / 8 writers (durable writes per second)
 #   noop_write_8   8 writers on the no-op server: the most any CUSE server allows here, per second
+#   floor_group_1/_8  a CUSE server that does group commit and nothing else (one 4 KiB O_DIRECT
+#                  write + fdatasync per batch of queued writes; floor-server.c), 1 and 8 writers
+#   floor_sync_1w  floor_sync's server again, beside them: one durable writer at the floor
 #   sync_8w_alone  8 writers alone, with hpkvd's puts and flushes counted around them
 #   load           hpkvctl load of a dump of the store (records per second)
 # and the CPU time (user and system, from /proc) a write cost the servers of floor_sync, sync_new
@@ -130,7 +133,7 @@ function show(what, num, den, goal, le, sp) {
 END {
     print "| figure | p50 µs | p99 µs | per second |"
     print "|---|--:|--:|--:|"
-    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 raw_flush_8 floor_sync floor_sync_8 sync_100 sync_100k sync_new sync_new_bare hpkv_get sync_1w sync_8w wb_8w sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
+    n = split("raw_flush noop_write noop_write_t1 noop_get noop_get_t1 noop_write_8 raw_flush_8 floor_sync floor_sync_8 sync_100 sync_100k sync_new sync_new_bare hpkv_get sync_1w sync_8w wb_8w floor_sync_1w floor_group_1 floor_group_8 sync_8w_alone sync_100_t1 wb_100 noop_write_1cpu wb_100_1cpu load", L, " ")
     for (i = 1; i <= n; i++) if (L[i] in seen) printf "| %s | %s | %s | %s |\n", L[i], p(L[i]), v[L[i], "p99_us"], r(L[i])
     print ""
     print "| ratio | measured | goal | |"
@@ -155,6 +158,10 @@ END {
     show("(info) the raw device: 8 threads / 1 thread writing and flushing, per second", r("raw_flush_8"), r("raw_flush"), "–", 1)
     show("(info) the ceiling: no-op server, 8 writers / hpkvd, 1 writer, per second", r("noop_write_8"), r("sync_1w"), "–", 1)
     show("(info) hpkvd, 8 writers / no-op server, 8 writers, per second", r("sync_8w"), r("noop_write_8"), "–", 1)
+    show("(info) the group-commit floor: 8 writers / 1 writer, per second", r("floor_group_8"), r("floor_group_1"), "–", 1)
+    show("(info) the group-commit floor, 8 writers / hpkvd, 1 writer, per second", r("floor_group_8"), r("sync_1w"), "–", 1)
+    show("(info) the group-commit floor, 8 writers / the floor, 1 writer, per second (what concurrency gives durable writers here)", r("floor_group_8"), r("floor_sync_1w"), "–", 1)
+    show("(info) hpkvd, 8 writers / the group-commit floor, 8 writers, per second", r("sync_8w"), r("floor_group_8"), "–", 1)
     show("(info) hpkvd without waiting for the device: write-behind, 8 writers / sync, 1 writer, per second", r("wb_8w"), r("sync_1w"), "–", 1)
 }' "$console"
 echo
