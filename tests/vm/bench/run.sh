@@ -2,7 +2,7 @@
 # tests/vm/bench/run.sh — the device benchmark: hpkvd through the real /dev/hpkv in the VM, next
 # to same-boot baselines, printed as ratios (issue 8). Under TCG absolute times mean nothing.
 #
-# Usage: tests/vm/bench/run.sh [--rounds R] [--per-round N] [--verbose]
+# Usage: tests/vm/bench/run.sh [--rounds R] [--per-round N] [--alone] [--verbose]
 # Builds hpkvd and hpkvctl (release), the floor server and the timing client (tests/vm/bench/*.c),
 # writes a 100,000-record store on the host, then boots the VM once. Inside, every figure below is
 # measured with R rounds (default 10) of N operations (default 200), interleaved round by round
@@ -31,8 +31,12 @@
 # and sync_new_bare, each of which serves that one figure (hpkvd's CUSE workers and answer thread),
 # and prints the ratios with the goals of issue 8; next to a ratio of two p50s measured in one
 # step, the lowest and highest ratio of their p50s round by round. The last line is "N passed,
-# M failed" (the
-# steps that ran); the figures themselves never fail the run.
+# M failed" (the steps that ran); the figures themselves never fail the run.
+#
+# --alone measures only the concurrent-writer figures (sync_8w, floor_group_8, raw_flush_8,
+# noop_write_8, sync_1w, floor_sync_1w), each alone with 24 N writes (3 N for one writer), three
+# times in turn, and prints the vCPUs' busy share during each: whether CPU holds durable writers
+# (about 3 minutes with the build).
 set -euo pipefail
 trap 'printf "[hpkv-vm] ERROR: %s: line %s: %s failed\\n" "${BASH_SOURCE[0]##*/}" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
@@ -44,11 +48,13 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
 rounds=10
 per=200
+alone=0
 vm_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift ;;
         --per-round) per=$2; shift ;;
+        --alone) alone=1 ;;
         --verbose) vm_opts+=(--verbose) ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) hpkv_die "unknown argument: $1" ;;
@@ -91,9 +97,28 @@ rc=0
     --disk "$out/bench-disk.img" --fresh-disk \
     --disk-size 256M \
     "${drives[@]}" \
-    --append-cmdline "HPKV_BENCH_ROUNDS=$rounds HPKV_BENCH_PER_ROUND=$per" \
+    --append-cmdline "HPKV_BENCH_ROUNDS=$rounds HPKV_BENCH_PER_ROUND=$per HPKV_BENCH_ALONE=$alone" \
     --timeout 1500 "${vm_opts[@]+"${vm_opts[@]}"}" | tee "$outf" || rc=$?
 
+if [ "$alone" = 1 ]; then
+    echo
+    echo "## The concurrent-writer figures, each alone (writes a second; the vCPUs' busy share)"
+    echo
+    grep -a '^ALONE ' "$console" | tr -d '\r' | awk '
+        { split($3, r, "="); split($4, b, "="); n[$2]++; rate[$2] = rate[$2] sep[$2] sprintf("%.0f", r[2])
+          busy[$2] = busy[$2] sep[$2] b[2] "%"; sep[$2] = " / "; if (!($2 in order)) order[$2] = ++k }
+        END {
+            print "| figure | runs | vCPUs busy |"; print "|---|--:|--:|"
+            for (l in order) line[order[l]] = l
+            for (i = 1; i <= k; i++) printf "| %s | %s | %s |\n", line[i], rate[line[i]], busy[line[i]]
+        }'
+    grep -a '^GROUPSTAT ' "$console" | tr -d '\r' | tail -n 1 | awk '
+        { split($2, w, "="); split($3, f, "=")
+          printf "\nThe group-commit floor: %d writes in %d flushes, %.2f a flush\n", w[2], f[2], w[2] / f[2] }'
+    echo
+    tail -n 1 "$outf"
+    exit "$rc"
+fi
 echo
 echo "## Through the device, one VM boot ($rounds interleaved rounds of $per operations; ratios of p50s unless noted)"
 echo
