@@ -28,6 +28,11 @@ use crate::verify;
 use crate::worker::open_store;
 use crate::workload::Round;
 
+/// Records the writers have stored before the device's writes start failing.
+const RECORDS_BEFORE_ERRORS: u64 = 16;
+/// How long the writers may take to store them.
+const RECORDS_WAIT_MAX: Duration = Duration::from_secs(120);
+
 pub struct Flakey {
     pub common: Common,
     /// The disk under the device-mapper device.
@@ -94,11 +99,14 @@ impl Flakey {
         let mut daemon = Daemon::start(&spec, &["--force-initialize"])?;
         daemon.wait_ready()?;
         let node = spec.node();
-        let workers = Round::start(
-            &c.worker_spec(node.clone(), self.log.clone(), 1, 600),
-            c.writers,
-            &[],
-        )?;
+        let mut work = c.worker_spec(node.clone(), self.log.clone(), 1, 600);
+        // No purger: a PURGE just before the switch could leave no key for the read errors
+        // to meet (seed 123809 in a CI rehearsal on a busy host).
+        work.purges = false;
+        let workers = Round::start(&work, c.writers, &[])?;
+        // The errors begin a random while after the writers have stored keys: on a busy host
+        // hpkvd and the writers may take seconds to get going.
+        wait_for_records(&node, RECORDS_BEFORE_ERRORS, RECORDS_WAIT_MAX)?;
         std::thread::sleep(Duration::from_millis(rng.range(1500, 4000)));
         dm.switch(Table::ErrorWrites)?;
         let ended = workers.wait()?;
@@ -167,6 +175,28 @@ impl Flakey {
         daemon.signal(Signal::SIGTERM);
         daemon.wait_exit()?;
         Ok(f.acknowledged)
+    }
+}
+
+/// Returns once STATS counts at least `records` live records, or fails after `wait`.
+fn wait_for_records(node: &std::path::Path, records: u64, wait: Duration) -> Result<(), String> {
+    let store = open_store(node, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let stored = store
+            .stats()
+            .map_err(|e| format!("STATS answered {e}"))?
+            .records;
+        if stored >= records {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the writers stored {stored} records in {} s, fewer than {records}",
+                wait.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
