@@ -11,8 +11,8 @@
 //! left of it). The engine's crash tests flip bits in reads instead
 //! (`crates/engine/tests/engine_crash.rs`).
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -179,25 +179,24 @@ impl Flakey {
 }
 
 /// Returns once STATS counts at least `records` live records, or fails after `wait`.
-fn wait_for_records(node: &std::path::Path, records: u64, wait: Duration) -> Result<(), String> {
+fn wait_for_records(node: &Path, records: u64, wait: Duration) -> Result<(), String> {
     let store = open_store(node, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        let stored = store
+    let until = Instant::now() + wait;
+    let mut stored = 0;
+    while Instant::now() < until {
+        stored = store
             .stats()
             .map_err(|e| format!("STATS answered {e}"))?
             .records;
         if stored >= records {
             return Ok(());
         }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "the writers stored {stored} records in {} s, fewer than {records}",
-                wait.as_secs()
-            ));
-        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Err(format!(
+        "the writers stored {stored} records in {} s, fewer than {records}",
+        wait.as_secs()
+    ))
 }
 
 fn expect_eio(what: &str, r: Result<(), Errno>, counts: &mut Counts) -> Result<(), String> {
